@@ -1,0 +1,1 @@
+"""Datasets as GPU-resident uint8 image banks."""

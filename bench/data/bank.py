@@ -1,0 +1,55 @@
+"""An image bank: one split of a dataset as a single uint8 tensor [classes, images, C, H, W] on a device."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ImageBank:
+    """A split held as uint8 [n_classes, n_per_class, C, H, W]; floats come from (x/255 - mean) / std."""
+
+    images: torch.Tensor
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, class_names: list[str], mean: tuple[float, ...],
+                   std: tuple[float, ...], device: str | torch.device = "cpu") -> "ImageBank":
+        """Move a uint8 array [classes, images, C, H, W] to the device once."""
+        if images.dtype != np.uint8 or images.ndim != 5:
+            raise ValueError(f"expected uint8 [classes, images, C, H, W], got {images.dtype} {images.shape}")
+        return cls(torch.from_numpy(np.ascontiguousarray(images)).to(device), list(class_names),
+                   tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+    @property
+    def n_classes(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def n_per_class(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[2:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to_float(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Normalise uint8 images (any leading dims, then C, H, W) to floats."""
+        c = x.shape[-3]
+        mean = torch.tensor(self.mean, dtype=dtype, device=x.device).view(c, 1, 1)
+        std = torch.tensor(self.std, dtype=dtype, device=x.device).view(c, 1, 1)
+        return (x.to(dtype) / 255.0 - mean) / std
+
+    def value_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel float values of pixel 0 and pixel 255, shape [C, 1, 1], for clamping attacks."""
+        lo = self.to_float(torch.zeros(len(self.mean), 1, 1, dtype=torch.uint8, device=self.device))
+        hi = self.to_float(torch.full((len(self.mean), 1, 1), 255, dtype=torch.uint8, device=self.device))
+        return lo, hi
