@@ -1,0 +1,105 @@
+"""The inner loop of Eq. 3 and the deterministic query path of Eq. 4: vectorized over tasks, plus the
+per-task reference loop that tests compare it with."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import grad, vmap
+
+from bench.backbone import BackboneSpec, forward
+from bench.hooks import ForwardContext, Params, Regularizer
+
+NoiseFn = Callable[[int], dict[str, torch.Tensor]]   # inner step k -> noise, each tensor [B, S, ...]
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against soft (one-hot or mixed) targets."""
+    return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def support_loss(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, x: torch.Tensor,
+                 targets: torch.Tensor, noise: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One Monte-Carlo sample of the inner loss on one task's support set (stochastic path, Eq. 3)."""
+    params = {**adapted, **fixed}
+
+    def loss_at(inputs: torch.Tensor) -> torch.Tensor:
+        ctx = ForwardContext(params, noise, targets)
+        logits = forward(spec, params, inputs, reg, ctx)
+        return soft_cross_entropy(logits, ctx.targets) + ctx.extra_loss
+
+    return loss_at(reg.perturb_support(x, loss_at, ForwardContext(params, noise, targets)))
+
+
+def mc_support_loss(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, x: torch.Tensor,
+                    targets: torch.Tensor, noise: dict[str, torch.Tensor], vectorize: bool = True) -> torch.Tensor:
+    """Inner loss averaged over the S samples on the noise's leading dim (Eq. 3, Algorithm 2 line 7)."""
+    one = partial(support_loss, spec, reg, adapted, fixed, x, targets)
+    if not noise:
+        return one({})
+    n_samples = next(iter(noise.values())).shape[0]
+    if n_samples == 1:
+        return one({k: v[0] for k, v in noise.items()})
+    if vectorize:
+        return vmap(one)(noise).mean()
+    return torch.stack([one({k: v[s] for k, v in noise.items()}) for s in range(n_samples)]).mean()
+
+
+def query_logits(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params,
+                 x: torch.Tensor) -> torch.Tensor:
+    """Logits on the deterministic path (a = mu, no sampling), used for the query set (Eq. 4)."""
+    params = {**adapted, **fixed}
+    ctx = ForwardContext(params, None, torch.empty(0, dtype=x.dtype, device=x.device))
+    return forward(spec, params, x, reg, ctx)
+
+
+def _step(adapted: Params, grads: Params, lrs: Params | float, first_order: bool) -> Params:
+    """theta_{k+1} = theta_k - alpha * grad (Eq. 3); alpha a float (MAML) or per-element tensors (Meta-SGD)."""
+    out = {}
+    for name, value in adapted.items():
+        g = grads[name].detach() if first_order else grads[name]
+        lr = lrs if isinstance(lrs, float) else lrs[name]
+        out[name] = value - lr * g
+    return out
+
+
+def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
+                     x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, steps: int,
+                     first_order: bool) -> Params:
+    """K inner steps for all B tasks at once (vmap over tasks); returns adapted parameters [B, ...]."""
+    loss_grad = grad(partial(mc_support_loss, spec, reg), argnums=0)
+    batch = x.shape[0]
+    batched = False
+    for k in range(steps):
+        grads = vmap(loss_grad, in_dims=(0 if batched else None, None, 0, 0, 0))(
+            adapted, fixed, x, targets, noise_fn(k))
+        adapted = _step(adapted, grads, lrs, first_order)
+        batched = True
+    if not batched:
+        adapted = {n: v.expand(batch, *v.shape) for n, v in adapted.items()}
+    return adapted
+
+
+def adapt_reference(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
+                    x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, steps: int,
+                    first_order: bool) -> list[Params]:
+    """The same K inner steps as a plain per-task loop with torch.autograd.grad (the reference)."""
+    noises = [noise_fn(k) for k in range(steps)]
+    per_task = []
+    for b in range(x.shape[0]):
+        task = dict(adapted)
+        for k in range(steps):
+            noise = {n: v[b] for n, v in noises[k].items()}
+            loss = mc_support_loss(spec, reg, task, fixed, x[b], targets[b], noise, vectorize=False)
+            grads = torch.autograd.grad(loss, list(task.values()), create_graph=not first_order)
+            task = _step(task, dict(zip(task, grads)), lrs, first_order)
+        per_task.append(task)
+    return per_task
+
+
+def batched_query_logits(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params,
+                         x: torch.Tensor) -> torch.Tensor:
+    """Query logits [B, M, N] for adapted parameters [B, ...] (vmap over tasks)."""
+    return vmap(partial(query_logits, spec, reg), in_dims=(0, None, 0))(adapted, fixed, x)

@@ -1,0 +1,123 @@
+"""Meta-learners: MAML and Meta-SGD over conv4 with a regularizer; the meta-objective of Eq. 4."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bench.backbone import BackboneSpec, init_backbone
+from bench.errors import UserError
+from bench.hooks import Params, Regularizer
+from bench.inner_loop import adapt_reference, adapt_vectorized, batched_query_logits, query_logits
+
+ALGORITHMS = ("maml", "metasgd")
+GRAD_CLIP = 3.0          # elementwise clipping of the meta-gradient to [-3, 3], as in the release
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Inner-loop settings: algorithm, alpha, K steps, first-order flag, MC samples S (train / test)."""
+
+    algorithm: str = "maml"
+    inner_lr: float = 0.1
+    inner_steps: int = 5
+    first_order: bool = False
+    mc_train: int = 1
+    mc_test: int = 30
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise UserError(f"unknown learner '{self.algorithm}'; choose one of: {', '.join(ALGORITHMS)}")
+
+
+class MetaLearner:
+    """theta (adapted in the inner loop), meta-only parameters (phi, batch-norm shift), Meta-SGD's alphas."""
+
+    def __init__(self, spec: BackboneSpec, reg: Regularizer, config: LearnerConfig, seed: int,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.spec, self.reg, self.config, self.dtype = spec, reg, config, dtype
+        self.device = torch.device(device)
+        init_gen = torch.Generator().manual_seed(seed)
+        theta, bn_meta = init_backbone(spec, init_gen, dtype)
+        phi, reg_adapted = reg.init_params(spec, init_gen, dtype)
+        self.adapted = self._leaves({**theta, **reg_adapted})
+        self.meta_only = self._leaves({**bn_meta, **phi})
+        self.inner_lrs = (self._leaves({n: torch.full_like(v, config.inner_lr) for n, v in self.adapted.items()})
+                          if config.algorithm == "metasgd" else {})
+        self.noise_generator = torch.Generator(device=self.device)
+        self.noise_generator.manual_seed(seed + 1)
+
+    def _leaves(self, params: Params) -> Params:
+        return {n: v.to(self.device).requires_grad_(True) for n, v in params.items()}
+
+    def named_parameters(self) -> dict[str, torch.Tensor]:
+        """Every meta-learned tensor under a unique name."""
+        named = {f"theta/{n}": v for n, v in self.adapted.items()}
+        named.update({f"meta/{n}": v for n, v in self.meta_only.items()})
+        named.update({f"alpha/{n}": v for n, v in self.inner_lrs.items()})
+        return named
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Every meta-learned tensor, in a fixed order."""
+        return list(self.named_parameters().values())
+
+    def parameter_count(self) -> int:
+        """Number of meta-learned scalars."""
+        return sum(p.numel() for p in self.parameters())
+
+    def lrs(self) -> Params | float:
+        """alpha: a float for MAML, per-element tensors for Meta-SGD."""
+        return self.inner_lrs if self.inner_lrs else self.config.inner_lr
+
+    def noise_fn(self, n: int, batch: int, samples: int):
+        """Draws step k's noise for B tasks of n support examples, S samples each."""
+        if not self.reg.draws_noise:
+            return lambda k: {}
+        return lambda k: self.reg.sample_noise(self.spec, n, (batch, samples), self.noise_generator,
+                                               self.device, self.dtype)
+
+    def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, samples: int, vectorized: bool = True,
+              first_order: bool | None = None) -> Params | list[Params]:
+        """Run the K inner steps for a batch of tasks; parameters [B, ...] (vectorized) or a list (reference)."""
+        targets = F.one_hot(y_support, self.spec.ways).to(self.dtype)
+        first_order = self.config.first_order if first_order is None else first_order
+        adapt = adapt_vectorized if vectorized else adapt_reference
+        return adapt(self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets,
+                     self.noise_fn(x_support.shape[1], x_support.shape[0], samples), self.config.inner_steps,
+                     first_order)
+
+    def query_logits(self, adapted: Params | list[Params], x_query: torch.Tensor) -> torch.Tensor:
+        """Deterministic query logits [B, M, N] for what adapt() returned."""
+        if isinstance(adapted, list):
+            return torch.stack([query_logits(self.spec, self.reg, a, self.meta_only, x)
+                                for a, x in zip(adapted, x_query)])
+        return batched_query_logits(self.spec, self.reg, adapted, self.meta_only, x_query)
+
+    def meta_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
+                  y_query: torch.Tensor, vectorized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 4 averaged over the meta-batch, and the query accuracy of each task (fraction)."""
+        adapted = self.adapt(x_support, y_support, self.config.mc_train, vectorized)
+        logits = self.query_logits(adapted, x_query)
+        loss = F.cross_entropy(logits.flatten(0, 1), y_query.flatten())
+        accuracy = (logits.argmax(-1) == y_query).to(self.dtype).mean(-1)
+        return loss, accuracy
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """All meta-learned tensors (detached copies) and the noise generator state."""
+        state = {n: v.detach().clone() for n, v in self.named_parameters().items()}
+        state["rng/noise"] = self.noise_generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what state_dict() returned, in place."""
+        with torch.no_grad():
+            for name, value in self.named_parameters().items():
+                value.copy_(state[name])
+        self.noise_generator.set_state(state["rng/noise"])
+
+
+def clipped_meta_gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Meta-gradients of the loss, zeros where unused, clipped elementwise to [-3, 3]."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g.clamp(-GRAD_CLIP, GRAD_CLIP) for p, g in zip(params, grads)]

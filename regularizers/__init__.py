@@ -1,0 +1,21 @@
+"""Regularizer registry: one file per family; add a class here to make it selectable by name."""
+from __future__ import annotations
+
+from typing import Any
+
+from bench.errors import UserError
+from bench.hooks import Regularizer
+from regularizers.meta_dropout import MetaDropout
+from regularizers.none import NoRegularizer
+
+REGISTRY: dict[str, type[Regularizer]] = {cls.name: cls for cls in (
+    NoRegularizer,
+    MetaDropout,
+)}
+
+
+def build_regularizer(name: str, hyper: dict[str, Any] | None = None) -> Regularizer:
+    """Instantiate a registered regularizer; an unknown name raises UserError listing what exists."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown regularizer '{name}'; registered: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**(hyper or {}))

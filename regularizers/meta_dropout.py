@@ -1,0 +1,65 @@
+"""Meta-dropout (Lee et al., ICLR 2020, Eq. 5-6): learned input-dependent multiplicative noise on every block,
+plus the release's additive noise on the logits."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bench.backbone import N_BLOCKS, BackboneSpec, conv_init
+from bench.errors import UserError
+from bench.hooks import ForwardContext, Params, Regularizer
+
+
+class MetaDropout(Regularizer):
+    """Per block l, a phi-conv on the block input h^(l-1) gives mu^(l); f^(l) <- f^(l) * softplus(mu + eps).
+
+    The query path (and every forward without noise) uses softplus(mu). With `logit_noise`, logits are
+    sampled from N(W x + b, softplus(x . w_phi + b_phi)^2), one sigma per example (the release).
+    phi is meta-only: never adapted in the inner loop.
+    """
+
+    name = "meta_dropout"
+    hyper_defaults = {"logit_noise": True}
+    draws_noise = True
+
+    def validate(self) -> None:
+        if not isinstance(self.hyper["logit_noise"], bool):
+            raise UserError(f"regularizer '{self.name}': logit_noise must be true or false")
+
+    def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
+        phi = {}
+        for l in range(1, N_BLOCKS + 1):
+            c_in = spec.block_input_shape(l)[0]
+            phi[f"phi.conv{l}.weight"] = conv_init((spec.channels, c_in, 3, 3), generator, dtype)
+            phi[f"phi.conv{l}.bias"] = torch.zeros(spec.channels, dtype=dtype)
+        if self.hyper["logit_noise"]:
+            w = torch.empty(spec.feature_dim, dtype=dtype)
+            torch.nn.init.normal_(w, std=0.02, generator=generator)
+            phi["phi.head.weight"] = w
+            phi["phi.head.bias"] = torch.zeros(1, dtype=dtype)
+        return phi, {}
+
+    def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
+                     device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        noise = {f"eps{l}": torch.randn(*sample_shape, n, *spec.preactivation_shape(l), generator=generator,
+                                        device=device, dtype=dtype) for l in range(1, N_BLOCKS + 1)}
+        if self.hyper["logit_noise"]:
+            noise["eps_logits"] = torch.randn(*sample_shape, n, spec.ways, generator=generator, device=device,
+                                              dtype=dtype)
+        return noise
+
+    def mu(self, block: int, h_in: torch.Tensor, params: Params) -> torch.Tensor:
+        """mu^(l)(h^(l-1)): the phi-conv on the block's input (Eq. 5)."""
+        return F.conv2d(h_in, params[f"phi.conv{block}.weight"], params[f"phi.conv{block}.bias"], padding=1)
+
+    def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        a = self.mu(block, h_in, ctx.params)
+        if ctx.stochastic:
+            a = a + ctx.noise[f"eps{block}"]          # Eq. 5: a ~ N(mu, I)
+        return f * F.softplus(a)                       # Eq. 6: f o softplus(a)
+
+    def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        if not (ctx.stochastic and self.hyper["logit_noise"]):
+            return logits
+        sigma = F.softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
+        return logits + sigma.unsqueeze(-1) * ctx.noise["eps_logits"]

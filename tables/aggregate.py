@@ -1,0 +1,65 @@
+"""Aggregate per-seed result dicts into one record per (row, column) beside the paper's numbers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from tables.defs import row_columns
+from tables.paper import paper_runs
+
+COLUMNS = ["row", "column", "n_seeds", "mean", "seed_std", "ci", "paper_mean", "paper_ci", "diff"]
+CURVE_COLUMNS = ["row", "column", "epsilon", "n_seeds", "mean", "ci"]
+
+
+def results_by_cell(table_def: dict, results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """This table's results grouped by (row id, column id), one per seed (a repeated seed: the last wins)."""
+    by_seed: dict[tuple[str, str], dict[int, dict]] = {}
+    for result in results:
+        if result.get("table") == table_def["name"]:
+            by_seed.setdefault((result["row"], result["column"]), {})[result["seed"]] = result
+    return {cell: list(seeds.values()) for cell, seeds in by_seed.items()}
+
+
+def _seed_std(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
+    """One record per (row, column) of the definition: seeds, mean, across-seed std, episode CI, paper, diff."""
+    grouped = results_by_cell(table_def, results)
+    paper = paper_runs(table_def["name"])
+    records = []
+    for row in table_def["rows"]:
+        for column in row_columns(table_def, row):
+            seeds = grouped.get((row["id"], column), [])
+            means = np.array([r["test"]["mean"] for r in seeds], dtype=float)
+            cis = np.array([r["test"]["ci95"] for r in seeds], dtype=float)
+            reported = paper.get(row["id"], {}).get(column)
+            paper_mean = reported.mean if reported else math.nan
+            paper_ci = reported.ci if reported and reported.ci is not None else math.nan
+            records.append({"row": row["id"], "column": column, "n_seeds": len(seeds), "mean": _mean(means),
+                            "seed_std": _seed_std(means), "ci": _mean(cis), "paper_mean": paper_mean,
+                            "paper_ci": paper_ci, "diff": _mean(means) - paper_mean})
+    return pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+def aggregate_robustness(fig_def: dict, results: list[dict]) -> pd.DataFrame:
+    """Accuracy under attack per (row, column, epsilon): seeds, mean over seeds, mean per-seed episode CI."""
+    points = []
+    for (row, column), seeds in results_by_cell(fig_def, results).items():
+        for result in seeds:
+            curve = result.get("robustness")
+            if curve:
+                points += [{"row": row, "column": column, "epsilon": float(eps), "mean": float(m), "ci": float(c)}
+                           for eps, m, c in zip(curve["epsilons"], curve["mean"], curve["ci95"])]
+    if not points:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    grouped = pd.DataFrame(points).groupby(["row", "column", "epsilon"], sort=True)
+    curves = grouped.agg(n_seeds=("mean", "size"), mean=("mean", "mean"), ci=("ci", "mean")).reset_index()
+    return curves[CURVE_COLUMNS]

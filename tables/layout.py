@@ -1,0 +1,134 @@
+"""Format-neutral table layout: the lines, cell texts and notes that the Markdown and LaTeX renderers share."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from tables.aggregate import aggregate, results_by_cell
+from tables.defs import row_columns
+from tables.paper import Reported, cited_rows
+
+
+@dataclass(frozen=True)
+class Markup:
+    """The few spellings that differ between output formats."""
+
+    pm: str
+    delta: str
+    minus: str
+    pct: str
+    missing: str
+    not_reported: str
+    bold: Callable[[str], str]
+    small: Callable[[str], str]
+    note: Callable[[str], str]
+    label: Callable[[dict], str]
+    group: Callable[[dict], str]
+    escape: Callable[[str], str]
+
+
+@dataclass
+class Line:
+    """One table line: kind is "section", "group", "run", "paper" or "cited"; cells follow the columns."""
+
+    kind: str
+    label: str
+    cells: list[str] = field(default_factory=list)
+
+
+def _signed(value: float, markup: Markup) -> str:
+    return f"+{value:.2f}" if value >= 0 else f"{markup.minus}{-value:.2f}"
+
+
+def _measured(record: dict, best: float, markup: Markup) -> str:
+    if record["n_seeds"] == 0:
+        return markup.missing
+    text = f"{record['mean']:.2f}{markup.pm}{record['ci']:.2f}"
+    if round(record["mean"], 2) == best:
+        text = markup.bold(text)
+    if record["n_seeds"] > 1:
+        text += " " + markup.small(f"(sd {record['seed_std']:.2f}, n={record['n_seeds']})")
+    return text
+
+
+def _paper(record: dict, markup: Markup) -> str:
+    if math.isnan(record["paper_mean"]):
+        return markup.note(markup.not_reported)
+    text = f"{record['paper_mean']:.2f}"
+    if not math.isnan(record["paper_ci"]):
+        text += f"{markup.pm}{record['paper_ci']:.2f}"
+    if not math.isnan(record["diff"]):
+        text += f" ({markup.delta} {_signed(record['diff'], markup)})"
+    return markup.note(text)
+
+
+def _reported(reported: Reported | None, markup: Markup) -> str:
+    if reported is None:
+        return markup.not_reported
+    return reported.mean_text + (f"{markup.pm}{reported.ci_text}" if reported.ci_text else "")
+
+
+def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup) -> list[Line]:
+    best = frame[frame.n_seeds > 0].groupby("column")["mean"].max().round(2).to_dict()
+    records = {(r["row"], r["column"]): r for r in frame.to_dict("records")}
+    lines: list[Line] = []
+    group = None
+    for row in table_def["rows"]:
+        if row.get("group") != group and row.get("group"):
+            lines.append(Line("group", markup.group(row)))
+        group = row.get("group")
+        measured, paper = [], []
+        for column in table_def["columns"]:
+            record = records.get((row["id"], column))
+            in_row = column in row_columns(table_def, row)
+            measured.append(_measured(record, best.get(column), markup) if in_row else "")
+            paper.append(_paper(record, markup) if in_row else "")
+        lines += [Line("run", markup.label(row), measured),
+                  Line("paper", markup.note(f"paper ({markup.delta})"), paper)]
+    return lines
+
+
+def _cited_lines(table_def: dict, markup: Markup) -> list[Line]:
+    cited = cited_rows(table_def["name"])
+    if not cited:
+        return []
+    return [Line("section", "Reported by their papers (not run here)")] + [
+        Line("cited", markup.label(row), [_reported(row["cells"].get(c), markup) for c in table_def["columns"]])
+        for row in cited]
+
+
+def _provenance(table_def: dict, results: list[dict], markup: Markup) -> str | None:
+    used = [r for seeds in results_by_cell(table_def, results).values() for r in seeds]
+    if not used:
+        return None
+    presets = sorted({str(r.get("config", {}).get("preset")) for r in used})
+    versions = sorted({str(r.get("code_version"))[:10] for r in used})
+    return markup.escape(f"Runs: preset {', '.join(presets)}; code version {', '.join(versions)}.")
+
+
+def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Markup) -> list[str]:
+    pm, pct = markup.pm.strip(), markup.pct
+    notes = [f"Measured: meta-test accuracy ({pct}), mean over seeds {pm} the 95{pct} CI over episodes "
+             "(mean of the per-seed CIs); bold: best measured mean in its column.",
+             f"paper ({markup.delta}): the paper's reported mean {pm} 95{pct} CI, and "
+             f"{markup.delta} = measured {markup.minus} paper."]
+    if (frame.n_seeds > 1).any():
+        notes.append("(sd s, n=k): across-seed standard deviation s of the k per-seed means.")
+    if (frame.n_seeds == 0).any():
+        notes.append(f"{markup.missing}: not run yet (no result for this cell).")
+    if cited_rows(table_def["name"]):
+        notes.append("Reported by their papers: numbers the paper quotes from other work, not runs of this suite.")
+    if cited_rows(table_def["name"]) or frame.paper_mean.isna().any():
+        notes.append(f"{markup.not_reported}: not reported by the paper (or by the paper it cites).")
+    provenance = _provenance(table_def, results, markup)
+    return notes + ([provenance] if provenance else [])
+
+
+def build_lines(table_def: dict, results: list[dict], markup: Markup) -> tuple[list[Line], list[str]]:
+    """The table's lines (runs, each with its paper line, then any cited block) and its notes."""
+    frame = aggregate(table_def, results)
+    return _run_lines(table_def, frame, markup) + _cited_lines(table_def, markup), \
+        _notes(frame, table_def, results, markup)

@@ -1,0 +1,46 @@
+"""Markdown rendering of a results table, and writing a table's Markdown and LaTeX files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tables.atomic import write_text_atomic
+from tables.labels import column_text
+from tables.latex import render_latex
+from tables.layout import Markup, build_lines
+
+MARKDOWN = Markup(
+    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡",
+    bold=lambda s: f"**{s}**", small=lambda s: s, note=lambda s: f"*{s}*",
+    label=lambda row: row.get("label_md", row["label"]),
+    group=lambda row: row.get("group_md", row["group"]),
+    escape=lambda s: s,
+)
+
+
+def _pipe(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_markdown(table_def: dict, results: list[dict]) -> str:
+    """The table as Markdown: runs with their paper line, any cited block, then the notes."""
+    lines, notes = build_lines(table_def, results, MARKDOWN)
+    columns = table_def["columns"]
+    out = [f"### {table_def['name']}: {table_def.get('title_md', table_def['title'])}", "",
+           _pipe(["Model"] + [column_text(c) for c in columns]),
+           _pipe([":--"] + ["--:"] * len(columns))]
+    styles = {"section": "***{}***", "group": "*{}*"}
+    for line in lines:
+        if line.kind in styles:
+            out.append(_pipe([styles[line.kind].format(line.label)] + [""] * len(columns)))
+        else:
+            out.append(_pipe([line.label] + line.cells))
+    return "\n".join(out + [""] + [f"- {note}" for note in notes]) + "\n"
+
+
+def write_tables(table_def: dict, results: list[dict], out_dir: str | os.PathLike) -> list[Path]:
+    """Write <name>.md and <name>.tex (a LaTeX fragment) into out_dir atomically; return their paths."""
+    out = Path(out_dir)
+    name = table_def["name"]
+    return [write_text_atomic(out / f"{name}.md", render_markdown(table_def, results)),
+            write_text_atomic(out / f"{name}.tex", render_latex(table_def, results))]
