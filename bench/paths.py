@@ -16,12 +16,8 @@ def data_root(flag: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path("data")
 
 
-def cache_dir(root: Path) -> Path:
-    """Where decoded uint8 arrays are cached: $META_DROPOUT_CACHE, else <data root>/.cache, else ~/.cache."""
+def cache_dir() -> Path:
+    """Where decoded uint8 arrays are cached: $META_DROPOUT_CACHE, else ~/.cache/meta-dropout-bench (never
+    inside the data root, which may be shared or read-only). Cache files are keyed by their source."""
     env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    candidate = root / ".cache"
-    if os.access(root, os.W_OK):
-        return candidate
-    return Path.home() / ".cache" / "meta-dropout-bench"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "meta-dropout-bench"

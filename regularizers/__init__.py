@@ -5,12 +5,27 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.hooks import Regularizer
+from regularizers.fgsm import FGSM
+from regularizers.information import VIB, InformationDropout
 from regularizers.meta_dropout import MetaDropout
+from regularizers.mixup import Mixup
+from regularizers.noise_ablations import (DeterministicMetaDropout, FixedGaussian, IndependentGaussian,
+                                          MetaDropoutAdditive, MetaDropoutLearnedVariance, WeightGaussian)
 from regularizers.none import NoRegularizer
 
 REGISTRY: dict[str, type[Regularizer]] = {cls.name: cls for cls in (
     NoRegularizer,
     MetaDropout,
+    FixedGaussian,
+    IndependentGaussian,
+    WeightGaussian,
+    DeterministicMetaDropout,
+    MetaDropoutLearnedVariance,
+    MetaDropoutAdditive,
+    Mixup,
+    VIB,
+    InformationDropout,
+    FGSM,
 )}
 
 

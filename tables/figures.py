@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from tables.aggregate import aggregate_robustness
-from tables.atomic import atomic_path
+from bench.atomic import atomic_path
 from tables.defs import row_columns
 from tables.labels import column_text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tables.atomic import write_text_atomic
+from bench.atomic import write_text_atomic
 from tables.labels import column_text
 from tables.latex import render_latex
 from tables.layout import Markup, build_lines

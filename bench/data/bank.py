@@ -46,7 +46,7 @@ class ImageBank:
         c = x.shape[-3]
         mean = torch.tensor(self.mean, dtype=dtype, device=x.device).view(c, 1, 1)
         std = torch.tensor(self.std, dtype=dtype, device=x.device).view(c, 1, 1)
-        return (x.to(dtype) / 255.0 - mean) / std
+        return x.to(dtype).div_(255.0).sub_(mean).div_(std)
 
     def value_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel float values of pixel 0 and pixel 255, shape [C, 1, 1], for clamping attacks."""

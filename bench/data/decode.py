@@ -28,7 +28,9 @@ def _open(data: bytes, name: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except UnidentifiedImageError as err:
+        raise UserError(f"cannot decode image {name}: not an image file; replace the dataset files") from err
+    except (OSError, ValueError) as err:
         raise UserError(f"cannot decode image {name} ({err}): the file is damaged; replace the dataset files") from err
 
 
@@ -92,6 +94,10 @@ def decode_groups(tree: FileTree, groups: list[list[str]], decode: Callable[[byt
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                      initargs=(tree.path,)) as pool:
                 futures = {pool.submit(_decode_chunk, decode, chunk): i for i, chunk in chunks.items()}
-                for future in as_completed(futures):
-                    put(futures[future], future.result())
+                try:
+                    for future in as_completed(futures):
+                        put(futures[future], future.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)   # a bad file stops the whole decode at once
+                    raise
     return out

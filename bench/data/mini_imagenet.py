@@ -119,7 +119,7 @@ def mini_imagenet_arrays(root: Path, split: str, format: str = "auto", classes: 
     kind, path = next(iter(found.items()))
     if kind == "pickle":
         key = FileTree(path).fingerprint()
-        return cached_arrays(cache_dir(Path(root)), f"mini_imagenet-{split}", f"pickle-{classes}x{per_class}-{key}",
+        return cached_arrays(cache_dir(), f"mini_imagenet-{split}", f"pickle-{classes}x{per_class}-{key}",
                              lambda: _read_pickle(path, split, classes, per_class))
     tree = FileTree(folder / "images" if kind == "csv" else path)
     source_key = tree.fingerprint()
@@ -136,7 +136,7 @@ def mini_imagenet_arrays(root: Path, split: str, format: str = "auto", classes: 
         images = decode_groups(tree, list(groups.values()), rgb84, desc=f"miniImageNet {split}")
         return images, list(groups)
 
-    return cached_arrays(cache_dir(Path(root)), f"mini_imagenet-{split}",
+    return cached_arrays(cache_dir(), f"mini_imagenet-{split}",
                          f"{kind}-{_DECODER_VERSION}-{split}-{classes}x{per_class}-{source_key}", build)
 
 

@@ -90,7 +90,7 @@ def omniglot_characters(root: Path, download_missing: bool = True) -> tuple[np.n
             names += [f"{part}/{alphabet}/{character}" for alphabet, character in chars]
         return np.concatenate(arrays), names
 
-    return cached_arrays(cache_dir(Path(root)), "omniglot", key, build)
+    return cached_arrays(cache_dir(), "omniglot", key, build)
 
 
 def split_characters(names: list[str], split: str, rule: str = "vinyals") -> list[int]:

@@ -54,5 +54,3 @@ class FileTree:
             digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "_zip": None}

@@ -1,0 +1,20 @@
+"""Atomic checkpoints that capture everything a bit-identical resume needs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.atomic import atomic_path
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load(path: Path, device: torch.device) -> dict[str, Any]:
+    """Read a checkpoint written by atomic_save onto the device."""
+    return torch.load(path, map_location=device, weights_only=False)

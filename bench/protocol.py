@@ -1,0 +1,114 @@
+"""Protocols (dataset, ways, shots, learning rates, iterations...) from configs/protocols, with presets and
+command-line overrides applied."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that defines a column of the tables: data, episode shape, backbone width, optimisation."""
+
+    name: str
+    dataset: str
+    ways: int
+    shots: int
+    queries: int
+    in_channels: int
+    image_size: int
+    channels: int
+    inner_lr: float
+    inner_steps: int
+    meta_lr: float
+    meta_batch: int
+    iterations: int
+    mc_train: int
+    mc_test: int
+    test_split: str
+    test_episodes: int
+    test_batch: int
+    checkpoint_every: int
+    train_split: str = "train"
+    bn_mode: str = "shift"
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, for the result JSON."""
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(Protocol)}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping; a syntax error or a non-mapping becomes one UserError line."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"bad YAML in {path}{where}: {getattr(err, 'problem', err)}; fix the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a YAML mapping (key: value lines)")
+    return data
+
+
+def _names(folder: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / folder).glob("*.yaml"))
+
+
+def protocol_names() -> list[str]:
+    """The protocols defined in configs/protocols."""
+    return _names("protocols")
+
+
+def preset_names() -> list[str]:
+    """The presets defined in configs/presets."""
+    return _names("presets")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """'key=value' strings (values parsed as YAML) into a dict; a malformed pair is a UserError."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {pair!r} must look like key=value, e.g. iterations=100")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | None = None) -> Protocol:
+    """configs/protocols/<name>.yaml, then the preset's overrides, then the caller's; unknown keys are errors."""
+    path = CONFIGS / "protocols" / f"{name}.yaml"
+    if not path.exists():
+        raise UserError(f"unknown protocol '{name}'; defined: {', '.join(protocol_names())}")
+    preset_path = CONFIGS / "presets" / f"{preset}.yaml"
+    if not preset_path.exists():
+        raise UserError(f"unknown preset '{preset}'; defined: {', '.join(preset_names())}")
+    values: dict[str, Any] = {"name": name, **read_yaml(path)}
+    preset_cfg = read_yaml(preset_path)
+    values.update(preset_cfg.get("per_dataset", {}).get(values.get("dataset"), {}))
+    values.update(preset_cfg.get("overrides") or {})
+    if values.get("dataset") == "synthetic":
+        values["data_options"] = {**preset_cfg.get("synthetic", {}),
+                                  "image_shape": [values["in_channels"], values["image_size"], values["image_size"]]}
+    values.update(overrides or {})
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise UserError(f"unknown protocol setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
+    missing = sorted(f.name for f in dataclasses.fields(Protocol)
+                     if f.name not in values and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise UserError(f"protocol '{name}' lacks {', '.join(missing)}; add them to {path}")
+    return Protocol(**values)

@@ -1,0 +1,69 @@
+"""The cell function shared by every backend (local processes, Ray): train with resumable checkpoints,
+meta-test, write one JSON atomically."""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from bench.api import build_experiment
+from bench.errors import UserError
+from bench.protocol import Protocol
+from bench.provenance import code_version, device_description, environment
+from bench.results import ResultStore
+
+HEARTBEAT_EVERY = 50      # iterations between lock touches
+
+
+def run_cell(cell: dict, results_dir: str, data_root: str | None = None, device: str = "cpu",
+             progress: bool = False, threads: int | None = None) -> dict:
+    """Run one cell unless it is done or held by another run; returns {name, status, seconds[, error]}."""
+    store = ResultStore(results_dir)
+    name = cell["name"]
+    if store.is_done(cell):
+        return {"name": name, "status": "done-before", "seconds": 0.0}
+    if not store.try_lock(name):
+        return {"name": name, "status": "busy", "seconds": 0.0}
+    began = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        store.write(name, _compute(cell, store, data_root, device, progress))
+        return {"name": name, "status": "ran", "seconds": time.perf_counter() - began}
+    except UserError as err:
+        return {"name": name, "status": "failed", "error": str(err), "seconds": time.perf_counter() - began}
+    except Exception as err:  # noqa: BLE001 - a failed cell must not stop the sweep; the trace is kept
+        return {"name": name, "status": "failed", "error": f"{type(err).__name__}: {err}",
+                "trace": traceback.format_exc(), "seconds": time.perf_counter() - began}
+    finally:
+        store.unlock(name)
+
+
+def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str, progress: bool) -> dict:
+    protocol = Protocol(**cell["protocol"])
+    name = cell["name"]
+    experiment = build_experiment(protocol, cell["learner"], cell["regularizer"], cell["hyper"], cell["seed"],
+                                  device=device, data_root=data_root)
+    t0 = time.perf_counter()
+
+    def heartbeat(iteration: int) -> None:
+        if iteration % HEARTBEAT_EVERY == 0:
+            store.heartbeat(name)
+
+    training = experiment.train(store.checkpoint_path(name), progress=progress, on_iteration=heartbeat)
+    t1 = time.perf_counter()
+    test = experiment.test(attack_epsilons=cell["attack_epsilons"] or None, progress=progress)
+    t2 = time.perf_counter()
+    robustness = test.pop("robustness", None)
+    return {
+        "name": name, "config": {k: cell[k] for k in ("protocol", "learner", "regularizer", "hyper", "preset",
+                                                      "overrides")},
+        "seed": cell["seed"], "places": cell["places"], "code_version": code_version(),
+        "device": device_description(device), "environment": environment(),
+        "parameter_count": experiment.learner.parameter_count(),
+        "test": test, "robustness": robustness, "training": training,
+        "timings": {"train_seconds_this_run": t1 - t0, "test_seconds": t2 - t1,
+                    "ms_per_iteration": 1000 * (t1 - t0) / max(1, training["iterations"] - training["resumed_from"])},
+    }

@@ -1,0 +1,71 @@
+"""Timing helpers for benchmark scripts: synchronised wall-clock per call, peak memory, and the device's
+float32 precision settings (TF32)."""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def call_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds of one call of fn, synchronised before and after."""
+    synchronize(device)
+    began = time.perf_counter()
+    fn()
+    synchronize(device)
+    return 1000 * (time.perf_counter() - began)
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> dict:
+    """Median (and min, max, count) of `iters` synchronised calls of fn after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = [call_ms(fn, device) for _ in range(iters)]
+    return {"ms_median": statistics.median(times), "ms_min": min(times), "ms_max": max(times), "iters": iters,
+            "warmup": warmup}
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # Linux reports KiB
+
+
+class PeakMemory:
+    """Peak memory of a block: torch.cuda.max_memory_allocated on CUDA (reset on entry); on CPU the growth of
+    the process's peak RSS (0 when the block stays under an earlier peak)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.bytes, self._base = device, 0, 0
+        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "cpu peak-RSS growth"
+
+    def __enter__(self) -> "PeakMemory":
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._base = _peak_rss_bytes()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.device)
+        self.bytes = (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
+                      else max(0, _peak_rss_bytes() - self._base))
+
+
+def precision_settings() -> dict:
+    """The TF32 flags in effect (legacy allow_tf32 flags and, where present, the fp32_precision ones)."""
+    out = {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+           "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+           "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        out["cudnn.conv.fp32_precision"] = conv.fp32_precision
+    return out

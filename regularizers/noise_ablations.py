@@ -1,0 +1,143 @@
+"""Table 3's noise types (Lee et al., ICLR 2020, section 4.1, ablation): variants of Eq. 5-6 whose extra
+parameters are meta-learned only, like phi."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from bench.backbone import N_BLOCKS, BackboneSpec
+from bench.hooks import ForwardContext, Params, Regularizer
+from regularizers.meta_dropout import MetaDropout
+from regularizers.noise_convs import block_convs, block_noise, conv_on_input
+
+SOFTPLUS_INV_ONE = math.log(math.e - 1)      # softplus(SOFTPLUS_INV_ONE) = 1
+
+
+class FixedGaussian(Regularizer):
+    """a ~ N(0, I), f <- f * softplus(a); no parameters. The query path uses a = 0 (Eq. 4's a = mean), i.e. a
+    constant factor log 2 that the following batch norm all but cancels (only its eps term sees it)."""
+
+    name = "fixed_gaussian"
+    draws_noise = True
+
+    def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
+                     device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return block_noise(spec, n, sample_shape, generator, device, dtype)
+
+    def mean(self, block: int, h_in: torch.Tensor, params: Params) -> torch.Tensor:
+        """The mean of a^(l): zero here."""
+        return torch.zeros((), dtype=h_in.dtype, device=h_in.device)
+
+    def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        a = self.mean(block, h_in, ctx.params)
+        if ctx.stochastic:
+            a = a + ctx.noise[f"eps{block}"]          # Eq. 5 with the table's mean
+        return f * F.softplus(a)                       # Eq. 6
+
+
+class IndependentGaussian(FixedGaussian):
+    """a ~ N(mu, I) with mu^(l) a meta-learned vector per channel (input-independent), initialised at 0."""
+
+    name = "independent_gaussian"
+
+    def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
+        return {f"phi.mu{l}": torch.zeros(spec.channels, dtype=dtype) for l in range(1, N_BLOCKS + 1)}, {}
+
+    def mean(self, block: int, h_in: torch.Tensor, params: Params) -> torch.Tensor:
+        return params[f"phi.mu{block}"].view(-1, 1, 1)
+
+
+class WeightGaussian(Regularizer):
+    """Fully factorized Gaussian weights w = theta + sigma * eps, eps ~ N(0, I), resampled every inner step, on
+    the conv kernels and the head's weight and bias (noise on a conv bias is a per-channel shift that batch norm
+    removes); sigma = softplus(rho) per weight, rho meta-learned, starting at `sigma_init`. The query path uses
+    the mean weights theta."""
+
+    name = "weight_gaussian"
+    hyper_defaults = {"sigma_init": 1e-3}
+    draws_noise = True
+
+    def validate(self) -> None:
+        self.require_positive("sigma_init")
+
+    @staticmethod
+    def weight_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
+        """Shapes of the perturbed theta tensors, by name."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for l in range(1, N_BLOCKS + 1):
+            shapes[f"conv{l}.weight"] = (spec.channels, spec.block_input_shape(l)[0], 3, 3)
+        shapes["head.weight"] = (spec.ways, spec.feature_dim)
+        shapes["head.bias"] = (spec.ways,)
+        return shapes
+
+    def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
+        rho = math.log(math.expm1(self.hyper["sigma_init"]))          # softplus(rho) = sigma_init
+        return {f"phi.rho.{n}": torch.full(s, rho, dtype=dtype) for n, s in self.weight_shapes(spec).items()}, {}
+
+    def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
+                     device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return {name: torch.randn(*sample_shape, *shape, generator=generator, device=device, dtype=dtype)
+                for name, shape in self.weight_shapes(spec).items()}
+
+    def perturb_weights(self, params: Params, ctx: ForwardContext) -> Params:
+        if not ctx.stochastic:
+            return params
+        noisy = {n: params[n] + F.softplus(params[f"phi.rho.{n}"]) * eps for n, eps in ctx.noise.items()}
+        return {**params, **noisy}
+
+
+class DeterministicMetaDropout(MetaDropout):
+    """a = mu(h) on support and query alike (Eq. 5 with zero variance): f <- f * softplus(mu); no noise, no
+    logit noise."""
+
+    name = "deterministic_meta_dropout"
+    hyper_defaults = {}
+    draws_noise = False
+
+    validate = Regularizer.validate                 # no logit_noise switch to check
+    on_logits = Regularizer.on_logits               # no logit noise
+
+    def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
+        return block_convs(spec, generator, dtype, "phi.conv"), {}
+
+    def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        return f * F.softplus(self.mu(block, h_in, ctx.params))
+
+
+class MetaDropoutLearnedVariance(MetaDropout):
+    """a ~ N(mu(h), sigma(h)^2), sigma(h) = softplus(a second phi-conv on h), starting near 1 (bias
+    softplus^-1(1)); the query uses a = mu. The logit noise is as in meta-dropout."""
+
+    name = "meta_dropout_learned_variance"
+
+    def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
+        phi, adapted = super().init_params(spec, generator, dtype)
+        return {**phi, **block_convs(spec, generator, dtype, "phi.sigma.conv", SOFTPLUS_INV_ONE)}, adapted
+
+    def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        a = self.mu(block, h_in, ctx.params)
+        if ctx.stochastic:
+            sigma = F.softplus(conv_on_input(ctx.params, "phi.sigma.conv", block, h_in))
+            a = a + sigma * ctx.noise[f"eps{block}"]
+        return f * F.softplus(a)
+
+
+class MetaDropoutAdditive(MetaDropout):
+    """Additive meta-dropout: Eq. 5 unchanged, Eq. 6's product replaced by a sum,
+    f <- f + scale * softplus(mu(h) + eps); the query uses f + scale * softplus(mu(h)). softplus keeps
+    meta-dropout's property that mu sets the noise amount per unit (mu << 0 suppresses it)."""
+
+    name = "meta_dropout_additive"
+    hyper_defaults = {**MetaDropout.hyper_defaults, "scale": 0.1}
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_positive("scale")
+
+    def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        a = self.mu(block, h_in, ctx.params)
+        if ctx.stochastic:
+            a = a + ctx.noise[f"eps{block}"]
+        return f + self.hyper["scale"] * F.softplus(a)

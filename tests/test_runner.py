@@ -1,0 +1,108 @@
+"""run_all.py on the smoke preset: cells, resumable results, shared folders, rendering, clear errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cells import expand
+from bench.results import ResultStore
+from run_all import main
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--table", "1", "--preset", "smoke", "--only", "omniglot_20w1s__maml__*", "--set", "iterations=4",
+         "--set", "checkpoint_every=1", "--device", "cpu"]
+
+
+def _tables(results: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((results / "tables").glob("*.md"))}
+
+
+def test_cells_share_training_across_tables():
+    cells = expand(["table1", "table2", "table3", "fig5"], "smoke", 1, {})
+    maml = [c for c in cells if c["learner"] == "maml" and c["regularizer"] == "none"]
+    assert len(maml) == 4                                   # one per protocol, not one per table
+    omniglot = next(c for c in maml if c["protocol"]["name"] == "omniglot_20w1s")
+    assert {p["table"] for p in omniglot["places"]} == {"table1", "table2", "table3", "fig5"}
+    assert omniglot["attack_epsilons"]                       # Figure 5 asks for its robustness curve
+    assert len({c["name"] for c in cells}) == len(cells)
+
+
+def test_seeds_and_overrides_make_distinct_cells():
+    one = expand(["table1"], "smoke", 2, {})
+    assert len(one) == 2 * len(expand(["table1"], "smoke", 1, {}))
+    changed = expand(["table1"], "smoke", 1, {"iterations": 3})
+    assert not {c["name"] for c in changed} & {c["name"] for c in one}
+
+
+def test_run_then_rerun_skips_finished_cells(tmp_path, capsys):
+    assert main(SMALL + ["--results", str(tmp_path)]) == 0
+    cells = ResultStore(tmp_path).all_results()
+    assert len(cells) == 2                                   # MAML and MAML + meta-dropout, Omniglot 1-shot
+    result = next(iter(cells.values()))
+    for key in ("config", "seed", "code_version", "device", "test", "training", "timings"):
+        assert key in result
+    assert len(result["test"]["accuracies"]) == result["test"]["n_episodes"]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
+    assert main(SMALL + ["--results", str(tmp_path)]) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
+    assert "MAML" in (tmp_path / "tables" / "table1.md").read_text()
+
+
+def test_killed_run_finishes_with_the_same_tables(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    args = SMALL + ["--set", "iterations=40"]
+    assert main(args + ["--results", str(straight)]) == 0
+    cmd = [sys.executable, str(REPO / "run_all.py")] + args + ["--results", str(killed)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    checkpoints = killed / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("*.pt")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(args + ["--results", str(killed)]) == 0
+    assert _tables(killed) == _tables(straight)
+    straight_cells = {p.name: json.loads(p.read_text())["test"]["accuracies"]
+                      for p in (straight / "cells").glob("*.json")}
+    killed_cells = {p.name: json.loads(p.read_text())["test"]["accuracies"] for p in (killed / "cells").glob("*.json")}
+    assert straight_cells == killed_cells
+
+
+def test_a_live_lock_makes_another_run_skip_the_cell(tmp_path):
+    cell = expand(["table1"], "smoke", 1, {}, only="maml")[0]
+    store = ResultStore(tmp_path)
+    assert store.try_lock(cell["name"])
+    assert not store.try_lock(cell["name"])                   # this process is alive: not stale
+    store.unlock(cell["name"])
+    assert store.try_lock(cell["name"])
+
+
+def test_dry_run_lists_cells_with_estimates(tmp_path, capsys):
+    assert main(["--table", "2", "--preset", "paper", "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mixup" in out and "vib" in out and "left on one" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--table", "9"], "unknown table"),
+    (["--preset", "nope", "--dry-run"], "unknown preset"),
+    (["--set", "iterations"], "key=value"),
+    (["--set", "bogus=1", "--dry-run"], "unknown protocol setting"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    assert main(argv + ["--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_paper_preset_without_gpu_asks_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["--table", "1", "--preset", "paper", "--results", str(tmp_path)]) == 2
+    assert "--preset smoke" in capsys.readouterr().err
