@@ -61,10 +61,11 @@ class PeakMemory:
 
 
 def precision_settings() -> dict:
-    """The TF32 flags in effect (legacy allow_tf32 flags and, where present, the fp32_precision ones)."""
+    """The TF32 flags in effect (legacy allow_tf32 and, where present, fp32_precision) and cudnn.benchmark."""
     out = {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-           "float32_matmul_precision": torch.get_float32_matmul_precision()}
+           "float32_matmul_precision": torch.get_float32_matmul_precision(),
+           "cudnn.benchmark": torch.backends.cudnn.benchmark}
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):
         out["cudnn.conv.fp32_precision"] = conv.fp32_precision

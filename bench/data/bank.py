@@ -1,7 +1,7 @@
 """An image bank: one split of a dataset as a single uint8 tensor [classes, images, C, H, W] on a device."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ class ImageBank:
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    _moment_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_numpy(cls, images: np.ndarray, class_names: list[str], mean: tuple[float, ...],
@@ -43,10 +44,17 @@ class ImageBank:
 
     def to_float(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Normalise uint8 images (any leading dims, then C, H, W) to floats."""
-        c = x.shape[-3]
-        mean = torch.tensor(self.mean, dtype=dtype, device=x.device).view(c, 1, 1)
-        std = torch.tensor(self.std, dtype=dtype, device=x.device).view(c, 1, 1)
+        mean, std = self._moments(dtype, x.device)
         return x.to(dtype).div_(255.0).sub_(mean).div_(std)
+
+    def _moments(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean and std as [C, 1, 1] tensors, made once per dtype and device (no copy per episode)."""
+        key = (dtype, device)
+        if key not in self._moment_cache:
+            c = len(self.mean)
+            self._moment_cache[key] = (torch.tensor(self.mean, dtype=dtype, device=device).view(c, 1, 1),
+                                       torch.tensor(self.std, dtype=dtype, device=device).view(c, 1, 1))
+        return self._moment_cache[key]
 
     def value_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel float values of pixel 0 and pixel 255, shape [C, 1, 1], for clamping attacks."""
