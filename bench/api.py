@@ -62,7 +62,8 @@ def build_experiment(protocol: Protocol | str, learner: str = "maml", regularize
     p = load_protocol(protocol) if isinstance(protocol, str) else protocol
     spec = BackboneSpec(p.in_channels, p.image_size, p.channels, p.ways, bn_mode=p.bn_mode)
     config = LearnerConfig(algorithm=learner, inner_lr=p.inner_lr, inner_steps=p.inner_steps,
-                           first_order=first_order, mc_train=p.mc_train, mc_test=p.mc_test)
+                           first_order=first_order, mc_train=p.mc_train, mc_test=p.mc_test,
+                           vectorized=p.vectorized)
     meta_learner = MetaLearner(spec, build_regularizer(regularizer, hyper), config, seed=seed, device=device,
                                dtype=dtype)
     train_bank = load_bank(p.dataset, p.train_split, data_root, device=device, **p.data_options)

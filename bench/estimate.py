@@ -7,6 +7,8 @@ from __future__ import annotations
 REFERENCE_WORK = 8 * 20 * 16 * 28 * 28 * 64 ** 2 * 6
 SECONDS_PER_REFERENCE_STEP = {"gpu": 0.0625, "cpu": 6.0}
 TEST_COST_IN_STEPS = 0.15      # one test episode with S=30 samples, no second order, in meta-train steps / B
+OVERHEAD_PER_STEP = {"gpu": 0.005, "cpu": 0.05}     # launch / Python cost of a step, whatever its size
+OVERHEAD_PER_CELL = 1.0                             # building the learner, data, writing the result
 
 
 def step_work(p: dict) -> float:
@@ -17,9 +19,9 @@ def step_work(p: dict) -> float:
 
 def cell_seconds(p: dict, kind: str) -> float:
     """Estimated seconds for a cell (training + meta-test) on 'gpu' or 'cpu'."""
-    per_step = SECONDS_PER_REFERENCE_STEP[kind] * max(step_work(p) / REFERENCE_WORK, 1e-4)
+    per_step = SECONDS_PER_REFERENCE_STEP[kind] * step_work(p) / REFERENCE_WORK + OVERHEAD_PER_STEP[kind]
     test = per_step * TEST_COST_IN_STEPS * p["test_episodes"] * p["mc_test"] / p["meta_batch"]
-    return per_step * p["iterations"] + test
+    return per_step * p["iterations"] + test + OVERHEAD_PER_CELL
 
 
 def human(seconds: float) -> str:

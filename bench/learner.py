@@ -25,6 +25,7 @@ class LearnerConfig:
     first_order: bool = False
     mc_train: int = 1
     mc_test: int = 30
+    vectorized: bool = True      # False: the per-task reference loop (same function, slower)
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -95,8 +96,10 @@ class MetaLearner:
         return batched_query_logits(self.spec, self.reg, adapted, self.meta_only, x_query)
 
     def meta_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
-                  y_query: torch.Tensor, vectorized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 4 averaged over the meta-batch, and the query accuracy of each task (fraction)."""
+                  y_query: torch.Tensor, vectorized: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 4 averaged over the meta-batch, and the query accuracy of each task (fraction).
+        vectorized=None follows the config (the fast path unless turned off)."""
+        vectorized = self.config.vectorized if vectorized is None else vectorized
         adapted = self.adapt(x_support, y_support, self.config.mc_train, vectorized)
         logits = self.query_logits(adapted, x_query)
         loss = F.cross_entropy(logits.flatten(0, 1), y_query.flatten())

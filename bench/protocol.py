@@ -39,6 +39,7 @@ class Protocol:
     checkpoint_every: int
     train_split: str = "train"
     bn_mode: str = "shift"
+    vectorized: bool = True
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

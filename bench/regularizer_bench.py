@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--regularizers", nargs="+", default=sorted(REGISTRY), metavar="NAME",
                         help="which registered regularizers, each with its default hyper-parameters (default: all)")
+    parser.add_argument("--paper-protocol", action="store_true",
+                        help="use the paper's Omniglot 20-way 1-shot protocol on CPU too (slow)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     return parser.parse_args(argv)
@@ -42,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def bench_one(name: str, args: argparse.Namespace, iterations: int, episodes: int) -> dict[str, Any]:
     """Meta-train one regularizer for `iterations`, meta-test on `episodes`; accuracy, timing, size."""
-    overrides = {"iterations": iterations, **(CPU_OVERRIDES if args.device == "cpu" else {})}
+    overrides = {"iterations": iterations, **(CPU_OVERRIDES if args.device == "cpu" and not args.paper_protocol else {})}
     protocol = load_protocol("omniglot_20w1s", overrides=overrides)
     exp = build_experiment(protocol, regularizer=name, seed=args.seed, device=args.device,
                            data_root=args.data_root)

@@ -23,7 +23,6 @@ from bench.api import Experiment, build_experiment
 from bench.episodes import EpisodeSampler, Episodes
 from bench.errors import UserError
 from bench.evaluate import meta_test
-from bench.learner import MetaLearner
 from bench.protocol import load_protocol, protocol_names
 from bench.timing import PeakMemory, call_ms, median_ms, precision_settings
 from bench.train import make_optimizer, outer_step
@@ -38,21 +37,6 @@ TINY_TEST_SAMPLES = 2
 # (suite warm-up, suite timed, reference warm-up, reference timed)
 COUNTS = {"cuda": (20, 50, 5, 15), "cpu": (1, 3, 1, 2), "tiny": (1, 3, 1, 2)}
 GIB = 2 ** 30
-
-
-class EagerLearner:
-    """The learner as outer_step sees it, with meta_loss on the per-task eager reference loop."""
-
-    def __init__(self, learner: MetaLearner):
-        self.learner = learner
-
-    def meta_loss(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """learner.meta_loss(..., vectorized=False)."""
-        return self.learner.meta_loss(*tensors, vectorized=False)
-
-    def parameters(self) -> list[torch.Tensor]:
-        """The learner's meta-parameters."""
-        return self.learner.parameters()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,10 +83,11 @@ def time_train(exp: Experiment, episodes: Episodes, initial: dict[str, torch.Ten
     """ms/iteration of outer_step (suite, vmap) or of the same step on the eager per-task loop, from `initial`."""
     learner = exp.learner
     learner.load_state_dict(initial)
+    learner.config = dataclasses.replace(learner.config, vectorized=vectorized)
     optimizer = make_optimizer(learner, exp.protocol.meta_lr)
-    model = learner if vectorized else EagerLearner(learner)
     with PeakMemory(learner.device) as peak:
-        result = median_ms(lambda: outer_step(model, optimizer, episodes), learner.device, warmup, iters)
+        result = median_ms(lambda: outer_step(learner, optimizer, episodes), learner.device, warmup, iters)
+    learner.config = dataclasses.replace(learner.config, vectorized=True)
     return {**result, "peak_bytes": peak.bytes}
 
 

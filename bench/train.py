@@ -34,11 +34,45 @@ def outer_step(learner: MetaLearner, optimizer: torch.optim.Optimizer, episodes)
     return loss.detach(), accuracy.mean().detach()
 
 
-def _state(learner: MetaLearner, optimizer, sampler: EpisodeSampler, iteration: int, curve: list,
-           block: tuple[float, float, int], seconds: float) -> dict:
+class RunningCurve:
+    """Per-iteration loss and accuracy stay on the device and are read back once per block or checkpoint
+    (no host sync every iteration); blocks of `log_every` iterations become points of the training curve."""
+
+    def __init__(self, log_every: int, curve: list[dict], block: tuple[float, float, int]):
+        self.log_every, self.curve, self.block = log_every, curve, block
+        self.pending: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor, accuracy: torch.Tensor) -> None:
+        """Record one iteration's (loss, accuracy) without synchronising."""
+        self.pending.append(torch.stack([loss.float(), accuracy.float()]))
+
+    def flush(self, done: int) -> None:
+        """Read back the pending iterations (the last is `done`); stop clearly on a NaN or infinite loss."""
+        values = torch.stack(self.pending).cpu().tolist() if self.pending else []
+        first = done - len(values) + 1
+        self.pending = []
+        total_loss, total_acc, n = self.block
+        for offset, (loss, acc) in enumerate(values):
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"meta-loss became {loss} at iteration {first + offset}; lower meta_lr "
+                                       "or inner_lr, or check the regularizer's hyper-parameters")
+            total_loss, total_acc, n = total_loss + loss, total_acc + acc, n + 1
+        self.block = (total_loss, total_acc, n)
+
+    def close_block(self, done: int) -> dict:
+        """Append the finished block to the curve and start a new one."""
+        total_loss, total_acc, n = self.block
+        point = {"iteration": done, "loss": total_loss / n, "accuracy": 100 * total_acc / n}
+        self.curve.append(point)
+        self.block = (0.0, 0.0, 0)
+        return point
+
+
+def _state(learner: MetaLearner, optimizer, sampler: EpisodeSampler, iteration: int, curve: RunningCurve,
+           seconds: float) -> dict:
     return {"learner": learner.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state(),
-            "torch_rng": torch.get_rng_state(), "iteration": iteration, "curve": curve, "block": block,
-            "seconds": seconds}
+            "torch_rng": torch.get_rng_state(), "iteration": iteration, "curve": curve.curve,
+            "block": curve.block, "seconds": seconds}
 
 
 def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, meta_lr: float, meta_batch: int,
@@ -48,38 +82,36 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
 
     The training curve holds the mean loss and accuracy of each block of `log_every` iterations."""
     optimizer = make_optimizer(learner, meta_lr)
-    start, curve, block, spent = 0, [], (0.0, 0.0, 0), 0.0
+    start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0)), 0.0
     if checkpoint_path is not None and checkpoint_path.exists():
         state = checkpoint.load(checkpoint_path, learner.device)
         learner.load_state_dict(state["learner"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
-        start, curve, block, spent = state["iteration"], state["curve"], state["block"], state["seconds"]
-    block_loss, block_acc, block_n = block
+        start, spent = state["iteration"], state["seconds"]
+        curve = RunningCurve(log_every, state["curve"], state["block"])
     began = time.perf_counter()
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc="meta-train", dynamic_ncols=True, leave=False)
     for it in bar:
-        loss, acc = outer_step(learner, optimizer, sampler.sample(meta_batch))
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(f"meta-loss became {loss_value} at iteration {it + 1}; lower meta_lr or "
-                                   "inner_lr, or check the regularizer's hyper-parameters")
-        block_loss, block_acc, block_n = block_loss + loss_value, block_acc + acc.item(), block_n + 1
+        curve.add(*outer_step(learner, optimizer, sampler.sample(meta_batch)))
         done = it + 1
-        if block_n == log_every or done == iterations:
-            curve.append({"iteration": done, "loss": block_loss / block_n, "accuracy": 100 * block_acc / block_n})
-            bar.set_postfix(loss=f"{block_loss / block_n:.3f}", acc=f"{100 * block_acc / block_n:.1f}%")
-            block_loss, block_acc, block_n = 0.0, 0.0, 0
-        if checkpoint_path is not None and (done % checkpoint_every == 0 or done == iterations):
+        block_done = (done % log_every == 0) or done == iterations
+        save = checkpoint_path is not None and (done % checkpoint_every == 0 or done == iterations)
+        if block_done or save:
+            curve.flush(done)
+        if block_done:
+            point = curve.close_block(done)
+            bar.set_postfix(loss=f"{point['loss']:.3f}", acc=f"{point['accuracy']:.1f}%")
+        if save:
             checkpoint.atomic_save(_state(learner, optimizer, sampler, done, curve,
-                                                  (block_loss, block_acc, block_n),
-                                                  spent + time.perf_counter() - began), checkpoint_path)
+                                          spent + time.perf_counter() - began), checkpoint_path)
         if on_iteration is not None:
             on_iteration(done)
     bar.close()
-    return {"iterations": iterations, "resumed_from": start, "curve": curve,
+    points = curve.curve
+    return {"iterations": iterations, "resumed_from": start, "curve": points,
             "seconds": spent + time.perf_counter() - began,   # all sessions of this run
-            "final_loss": curve[-1]["loss"] if curve else None,
-            "final_accuracy": curve[-1]["accuracy"] if curve else None}
+            "final_loss": points[-1]["loss"] if points else None,
+            "final_accuracy": points[-1]["accuracy"] if points else None}

@@ -1,0 +1,27 @@
+"""The whole smoke preset, every table and Figure 5, once through a local Ray instance (as a cluster would)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_all_tables_and_figure_through_ray(tmp_path):
+    pytest.importorskip("ray", reason="the Ray backend is an extra: pip install -e '.[ray]'")
+    cmd = [sys.executable, str(REPO / "run_all.py"), "--table", "all", "--preset", "smoke", "--backend", "ray",
+           "--results", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tables = tmp_path / "tables"
+    for name in ("table1", "table2", "table3"):
+        md = (tables / f"{name}.md").read_text()
+        assert "–†" not in md, f"{name} has missing cells"          # every run cell has a result
+        assert (tables / f"{name}.tex").stat().st_size > 0
+    for ext in ("png", "pdf"):
+        assert (tables / f"fig5.{ext}").stat().st_size > 0
+    assert (tables / "tables.tex").exists()
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 80
