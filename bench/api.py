@@ -56,13 +56,13 @@ class Experiment:
 
 def build_experiment(protocol: Protocol | str, learner: str = "maml", regularizer: str = "none",
                      hyper: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu",
-                     data_root: str | Path | None = None, first_order: bool = False,
+                     data_root: str | Path | None = None,
                      dtype: torch.dtype = torch.float32) -> Experiment:
     """Load the data and build the meta-learner for a protocol (a name uses the paper preset)."""
     p = load_protocol(protocol) if isinstance(protocol, str) else protocol
     spec = BackboneSpec(p.in_channels, p.image_size, p.channels, p.ways, bn_mode=p.bn_mode)
     config = LearnerConfig(algorithm=learner, inner_lr=p.inner_lr, inner_steps=p.inner_steps,
-                           first_order=first_order, mc_train=p.mc_train, mc_test=p.mc_test,
+                           first_order=p.first_order, mc_train=p.mc_train, mc_test=p.mc_test,
                            vectorized=p.vectorized)
     meta_learner = MetaLearner(spec, build_regularizer(regularizer, hyper), config, seed=seed, device=device,
                                dtype=dtype)

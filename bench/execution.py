@@ -27,9 +27,9 @@ def local_devices(device: str, jobs: int) -> list[str]:
 
 def _local(cells: list[dict], results: str, data_root: str | None, devices: list[str]) -> Iterator[dict]:
     from joblib import Parallel, delayed
-    if len(devices) == 1:
+    if len(devices) == 1:                       # one worker: show each cell's own training progress too
         for cell in cells:
-            yield run_cell(cell, results, data_root, devices[0])
+            yield run_cell(cell, results, data_root, devices[0], progress=True)
         return
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     jobs = [delayed(run_cell)(cell, results, data_root, devices[i % len(devices)], False, threads)

@@ -39,7 +39,8 @@ class Protocol:
     checkpoint_every: int
     train_split: str = "train"
     bn_mode: str = "shift"
-    vectorized: bool = True
+    vectorized: bool = True          # False: the per-task reference loop (same function, slower)
+    first_order: bool = False        # first-order MAML: only behind this explicit flag (the paper uses second)
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,6 +49,7 @@ class Protocol:
 
 
 FIELDS = {f.name for f in dataclasses.fields(Protocol)}
+_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict[str, Any]": dict}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -112,4 +114,9 @@ def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | 
                      and f.default_factory is dataclasses.MISSING)
     if missing:
         raise UserError(f"protocol '{name}' lacks {', '.join(missing)}; add them to {path}")
+    for f in dataclasses.fields(Protocol):
+        expected = _TYPES.get(f.type)
+        value = values.get(f.name)
+        if expected and f.name in values and (not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))):
+            raise UserError(f"protocol setting {f.name}={value!r} must be of type {f.type}")
     return Protocol(**values)

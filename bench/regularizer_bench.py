@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     setting = {"device": args.device, "iterations": iterations, "episodes": episodes, "seed": args.seed,
-               "protocol": "omniglot_20w1s" + (f" with {CPU_OVERRIDES}" if args.device == "cpu" else "")}
+               "protocol": "omniglot_20w1s" + (f" with {CPU_OVERRIDES}" if args.device == "cpu" and not args.paper_protocol
+                                               else "")}
     print(f"Omniglot, {setting['protocol']}; {iterations} iterations, {episodes} test episodes, {args.device}")
     print(render(rows))
     if args.out:

@@ -95,6 +95,7 @@ def test_dry_run_lists_cells_with_estimates(tmp_path, capsys):
     (["--preset", "nope", "--dry-run"], "unknown preset"),
     (["--set", "iterations"], "key=value"),
     (["--set", "bogus=1", "--dry-run"], "unknown protocol setting"),
+    (["--set", "iterations=many", "--dry-run"], "must be of type int"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(argv + ["--results", str(tmp_path)]) == 2

@@ -68,3 +68,19 @@ def test_meta_test_keeps_every_episode_and_is_seeded():
     assert first["accuracies"] == again["accuracies"]
     assert all(0.0 <= a <= 100.0 for a in first["accuracies"])
     assert first["mean"] == pytest.approx(np.mean(first["accuracies"]))
+
+
+def test_fast_path_can_be_turned_off_by_a_protocol_flag(monkeypatch):
+    calls = []
+    import bench.learner as learner_module
+    reference = learner_module.adapt_reference
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return reference(*args, **kwargs)
+
+    monkeypatch.setattr(learner_module, "adapt_reference", spy)
+    experiment = _experiment(regularizer="none", vectorized=False, iterations=2)
+    experiment.train(progress=False)
+    assert len(calls) == 2
+    assert experiment.learner.config.vectorized is False
