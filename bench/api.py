@@ -51,7 +51,7 @@ class Experiment:
         self.learner.noise_generator.manual_seed(self.seed + TEST_SEED_OFFSET)
         return meta_test(self.learner, sampler, episodes or p.test_episodes, p.test_batch,
                          attack_epsilons=attack_epsilons, value_range=self.test_bank.value_range(),
-                         progress=progress)
+                         progress=progress, sample_chunk=p.test_sample_chunk)
 
 
 def build_experiment(protocol: Protocol | str, learner: str = "maml", regularizer: str = "none",

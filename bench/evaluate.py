@@ -43,9 +43,11 @@ def _attacked_accuracy(learner: MetaLearner, adapted: dict, x: torch.Tensor, y: 
 
 def meta_test(learner: MetaLearner, sampler: EpisodeSampler, episodes: int = 1000, batch: int = 25,
               samples: int | None = None, attack_epsilons: list[float] | None = None,
-              value_range: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True) -> dict:
+              value_range: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
+              sample_chunk: int | None = None) -> dict:
     """Accuracy (percent) on `episodes` test tasks: every per-episode value, mean and 95% CI; with
-    attack_epsilons, also the accuracy under FGSM of each size ("robustness")."""
+    attack_epsilons, also the accuracy under FGSM of each size ("robustness"). sample_chunk bounds how many of
+    the S samples are forwarded at once (memory), without changing the result."""
     samples = learner.config.mc_test if samples is None else samples
     clean: list[float] = []
     attacked: list[list[float]] = [[] for _ in attack_epsilons or []]
@@ -55,7 +57,8 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler, episodes: int = 100
         while len(clean) < episodes:
             b = min(batch, episodes - len(clean))
             ep = sampler.sample(b)
-            adapted = learner.adapt(ep.x_support, ep.y_support, samples, first_order=True)
+            adapted = learner.adapt(ep.x_support, ep.y_support, samples, first_order=True,
+                                    sample_chunk=sample_chunk)
             logits = learner.query_logits(adapted, ep.x_query)
             clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
             for out, eps in zip(attacked, attack_epsilons or []):

@@ -65,16 +65,33 @@ def _step(adapted: Params, grads: Params, lrs: Params | float, first_order: bool
     return out
 
 
+def _sample_mean_grads(loss_grad: Callable, in_dims: tuple, adapted: Params, fixed: Params, x: torch.Tensor,
+                       targets: torch.Tensor, noise: dict[str, torch.Tensor], chunk: int | None) -> Params:
+    """Per-task gradients of the S-sample mean loss (noise [B, S, ...]), over chunks of at most `chunk` samples
+    when given: exact, as the mean is linear, and the memory of one chunk's forward at a time."""
+    samples = next(iter(noise.values())).shape[1] if noise else 0
+    if not chunk or samples <= chunk:
+        return vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, noise)
+    total: Params = {}
+    for start in range(0, samples, chunk):
+        part = {k: v[:, start:start + chunk] for k, v in noise.items()}
+        weight = next(iter(part.values())).shape[1] / samples
+        grads = vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, part)
+        total = {n: total[n] + weight * g if n in total else weight * g for n, g in grads.items()}
+    return total
+
+
 def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
                      x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, steps: int,
-                     first_order: bool) -> Params:
-    """K inner steps for all B tasks at once (vmap over tasks); returns adapted parameters [B, ...]."""
+                     first_order: bool, sample_chunk: int | None = None) -> Params:
+    """K inner steps for all B tasks at once (vmap over tasks); returns adapted parameters [B, ...].
+    sample_chunk bounds how many Monte-Carlo samples are forwarded at once (meta-test memory)."""
     loss_grad = grad(partial(mc_support_loss, spec, reg), argnums=0)
     batch = x.shape[0]
     batched = False
     for k in range(steps):
-        grads = vmap(loss_grad, in_dims=(0 if batched else None, None, 0, 0, 0))(
-            adapted, fixed, x, targets, noise_fn(k))
+        in_dims = (0 if batched else None, None, 0, 0, 0)
+        grads = _sample_mean_grads(loss_grad, in_dims, adapted, fixed, x, targets, noise_fn(k), sample_chunk)
         adapted = _step(adapted, grads, lrs, first_order)
         batched = True
     if not batched:

@@ -79,14 +79,15 @@ class MetaLearner:
                                                self.device, self.dtype)
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, samples: int, vectorized: bool = True,
-              first_order: bool | None = None) -> Params | list[Params]:
-        """Run the K inner steps for a batch of tasks; parameters [B, ...] (vectorized) or a list (reference)."""
+              first_order: bool | None = None, sample_chunk: int | None = None) -> Params | list[Params]:
+        """Run the K inner steps for a batch of tasks; parameters [B, ...] (vectorized) or a list (reference).
+        sample_chunk (vectorized only) forwards at most that many Monte-Carlo samples at once."""
         targets = F.one_hot(y_support, self.spec.ways).to(self.dtype)
         first_order = self.config.first_order if first_order is None else first_order
-        adapt = adapt_vectorized if vectorized else adapt_reference
-        return adapt(self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets,
-                     self.noise_fn(x_support.shape[1], x_support.shape[0], samples), self.config.inner_steps,
-                     first_order)
+        args = (self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets,
+                self.noise_fn(x_support.shape[1], x_support.shape[0], samples), self.config.inner_steps,
+                first_order)
+        return adapt_vectorized(*args, sample_chunk=sample_chunk) if vectorized else adapt_reference(*args)
 
     def query_logits(self, adapted: Params | list[Params], x_query: torch.Tensor) -> torch.Tensor:
         """Deterministic query logits [B, M, N] for what adapt() returned."""

@@ -40,6 +40,7 @@ class Protocol:
     train_split: str = "train"
     bn_mode: str = "shift"
     vectorized: bool = True          # False: the per-task reference loop (same function, slower)
+    test_sample_chunk: int = 10      # meta-test forwards at most this many of the S samples at once (memory)
     first_order: bool = False        # first-order MAML: only behind this explicit flag (the paper uses second)
     data_options: dict[str, Any] = field(default_factory=dict)
 

@@ -98,7 +98,8 @@ def time_test(exp: Experiment, sampler: EpisodeSampler, args: argparse.Namespace
     learner, batch = exp.learner, exp.protocol.test_batch
 
     def run(n: int) -> dict[str, Any]:
-        return meta_test(learner, sampler, n, batch, samples=args.test_samples, progress=False)
+        return meta_test(learner, sampler, n, batch, samples=args.test_samples, progress=False,
+                         sample_chunk=exp.protocol.test_sample_chunk)
 
     done, seconds = 0, 0.0
     with PeakMemory(learner.device) as peak:
