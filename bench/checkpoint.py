@@ -15,6 +15,7 @@ def atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def load(path: Path, device: torch.device) -> dict[str, Any]:
-    """Read a checkpoint written by atomic_save onto the device."""
-    return torch.load(path, map_location=device, weights_only=False)
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by atomic_save into CPU memory (generator states must stay on the CPU;
+    parameters and optimizer state are copied to their device when loaded)."""
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -84,7 +84,7 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
     optimizer = make_optimizer(learner, meta_lr)
     start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0)), 0.0
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = checkpoint.load(checkpoint_path, learner.device)
+        state = checkpoint.load(checkpoint_path)
         learner.load_state_dict(state["learner"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.set_state(state["sampler"])
