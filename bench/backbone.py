@@ -39,6 +39,7 @@ class BackboneSpec:
 
     @property
     def feature_dim(self) -> int:
+        """Length of the flattened final features (the head's input)."""
         c, h, w = self.feature_shape(N_BLOCKS)
         return c * h * w
 

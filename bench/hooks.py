@@ -23,6 +23,7 @@ class ForwardContext:
 
     @property
     def stochastic(self) -> bool:
+        """True on the support path (noise drawn, possibly none), False on the deterministic query path."""
         return self.noise is not None
 
 

@@ -27,6 +27,7 @@ DEFAULTS = {"cpu": {"iterations": 20, "episodes": 50}, "cuda": {"iterations": 10
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", help="folder holding omniglot/ (default: the suite's data root)")
     parser.add_argument("--iterations", type=int, help="meta-training iterations per regularizer "
@@ -68,6 +69,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Benchmark the regularizers, print the table, write JSON; 2 on bad input."""
     args = parse_args(argv)
     unknown = sorted(set(args.regularizers) - set(REGISTRY))
     try:

@@ -20,12 +20,15 @@ class ResultStore:
         self.root = Path(root)
 
     def result_path(self, name: str) -> Path:
+        """The cell's result JSON."""
         return self.root / "cells" / f"{name}.json"
 
     def checkpoint_path(self, name: str) -> Path:
+        """The cell's training checkpoint."""
         return self.root / "checkpoints" / f"{name}.pt"
 
     def lock_path(self, name: str) -> Path:
+        """The cell's lock file."""
         return self.root / "locks" / f"{name}.lock"
 
     def read(self, name: str) -> dict | None:

@@ -28,18 +28,22 @@ class ImageBank:
 
     @property
     def n_classes(self) -> int:
+        """Classes in the split."""
         return self.images.shape[0]
 
     @property
     def n_per_class(self) -> int:
+        """Images per class."""
         return self.images.shape[1]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
         return tuple(self.images.shape[2:])
 
     @property
     def device(self) -> torch.device:
+        """Where the images live."""
         return self.images.device
 
     def to_float(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
