@@ -107,3 +107,18 @@ def test_paper_preset_without_gpu_asks_first(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert main(["--table", "1", "--preset", "paper", "--results", str(tmp_path)]) == 2
     assert "--preset smoke" in capsys.readouterr().err
+
+
+def test_two_runs_sharing_a_folder_split_the_cells(tmp_path):
+    shared, straight = tmp_path / "shared", tmp_path / "straight"
+    args = ["--table", "1", "--preset", "smoke", "--only", "omniglot_20w1s__*", "--set", "iterations=6",
+            "--device", "cpu"]
+    assert main(args + ["--results", str(straight)]) == 0
+    cmd = [sys.executable, str(REPO / "run_all.py")] + args + ["--results", str(shared)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert main(args + ["--results", str(shared)]) == 0          # picks up any cell the other run still held
+    assert _tables(shared) == _tables(straight)
+    assert not list((shared / "locks").glob("*.lock"))
