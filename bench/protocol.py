@@ -91,8 +91,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | None = None) -> Protocol:
-    """configs/protocols/<name>.yaml, then the preset's overrides, then the caller's; unknown keys are errors."""
+def _cell_overrides(preset_cfg: dict[str, Any], name: str, regularizer: str | None) -> dict[str, Any]:
+    """A preset's `per_cell` settings whose `when` (protocol and/or regularizer) matches this cell."""
+    out: dict[str, Any] = {}
+    for rule in preset_cfg.get("per_cell", []):
+        when = rule.get("when", {})
+        if when.get("protocol", name) == name and when.get("regularizer", regularizer) == regularizer:
+            out.update(rule.get("set", {}))
+    return out
+
+
+def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | None = None,
+                  regularizer: str | None = None) -> Protocol:
+    """configs/protocols/<name>.yaml, then the preset's overrides (per dataset, for all, per cell matching the
+    regularizer), then the caller's; unknown keys are errors."""
     path = CONFIGS / "protocols" / f"{name}.yaml"
     if not path.exists():
         raise UserError(f"unknown protocol '{name}'; defined: {', '.join(protocol_names())}")
@@ -103,6 +115,7 @@ def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | 
     preset_cfg = read_yaml(preset_path)
     values.update(preset_cfg.get("per_dataset", {}).get(values.get("dataset"), {}))
     values.update(preset_cfg.get("overrides") or {})
+    values.update(_cell_overrides(preset_cfg, name, regularizer))
     if values.get("dataset") == "synthetic":
         values["data_options"] = {**preset_cfg.get("synthetic", {}),
                                   "image_shape": [values["in_channels"], values["image_size"], values["image_size"]]}

@@ -122,3 +122,12 @@ def test_two_runs_sharing_a_folder_split_the_cells(tmp_path):
     assert main(args + ["--results", str(shared)]) == 0          # picks up any cell the other run still held
     assert _tables(shared) == _tables(straight)
     assert not list((shared / "locks").glob("*.lock"))
+
+
+def test_release_preset_sets_the_release_meta_lr_for_meta_dropout_only():
+    cells = expand(["table1"], "release", 1, {})
+    lr = {(c["protocol"]["name"], c["regularizer"]): c["protocol"]["meta_lr"] for c in cells}
+    assert lr[("omniglot_20w1s", "meta_dropout")] == 3e-4
+    assert lr[("omniglot_20w1s", "none")] == 1e-3
+    assert lr[("omniglot_20w5s", "meta_dropout")] == 1e-3
+    assert all(c["protocol"]["meta_batch"] == 4 for c in cells if c["protocol"]["dataset"] == "omniglot")
