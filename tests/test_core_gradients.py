@@ -1,9 +1,11 @@
 """Float64: the vectorized inner loop equals the per-task loop, and meta-gradients of theta, phi and the
 Meta-SGD learning rates equal central finite differences, for MAML and Meta-SGD, meta-dropout on and off."""
+import dataclasses
+
 import pytest
 import torch
 
-from tests.meta_gradcheck import (assert_meta_gradients_match_fd, assert_vectorized_matches_reference,
+from tests.meta_gradcheck import (TINY, assert_meta_gradients_match_fd, assert_vectorized_matches_reference,
                                   meta_gradients, tiny_episodes, tiny_learner)
 
 CASES = [(alg, reg) for alg in ("maml", "metasgd") for reg in ("none", "meta_dropout")]
@@ -73,3 +75,20 @@ def test_meta_test_sample_chunks_give_the_same_adaptation():
     for name in whole:
         torch.testing.assert_close(whole[name], chunked[name], rtol=1e-12, atol=1e-14)
     assert any((whole[n] - learner.adapted[n]).abs().max() > 1e-6 for n in whole)
+
+
+def test_affine_batch_norm_is_adapted_and_its_gradients_are_right():
+    """bn_mode 'affine': gamma and beta join theta (adapted in the inner loop); still exact."""
+    spec = dataclasses.replace(TINY, bn_mode="affine")
+    learner = tiny_learner("meta_dropout", algorithm="metasgd", spec=spec)
+    assert {"bn1.gamma", "bn1.beta"} <= set(learner.adapted) and "bn1.beta" not in learner.meta_only
+    episodes = tiny_episodes()
+    assert_vectorized_matches_reference(learner, episodes)
+    checked = assert_meta_gradients_match_fd(learner, episodes, prefixes=("theta/bn", "alpha/bn", "meta/phi.conv1"))
+    assert "theta/bn2.gamma" in checked and "alpha/bn2.beta" in checked
+
+
+def test_shift_batch_norm_is_meta_learned_only():
+    learner = tiny_learner("none")
+    assert "bn1.beta" in learner.meta_only and not any(n.startswith("bn") for n in learner.adapted)
+    assert not any(n.startswith("bn") and n.endswith("gamma") for n in learner.meta_only)
