@@ -10,6 +10,7 @@ import torch
 
 from bench.api import build_experiment
 from bench.errors import UserError
+from bench.paths import data_root as data_root_path
 from bench.protocol import Protocol
 from bench.provenance import code_version, device_description, environment
 from bench.results import ResultStore
@@ -63,6 +64,14 @@ def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str,
         "seed": cell["seed"], "places": cell["places"], "code_version": code_version(),
         "device": device_description(device), "environment": environment(),
         "parameter_count": experiment.learner.parameter_count(),
+        "data": {"root": str(data_root_path(data_root).resolve()), "dataset": protocol.dataset,
+                 "options": protocol.data_options,
+                 "train": {"split": protocol.train_split, "classes": experiment.train_bank.n_classes,
+                           "images_per_class": experiment.train_bank.n_per_class,
+                           "first_classes": experiment.train_bank.class_names[:3]},
+                 "test": {"split": protocol.test_split, "classes": experiment.test_bank.n_classes,
+                          "images_per_class": experiment.test_bank.n_per_class,
+                          "first_classes": experiment.test_bank.class_names[:3]}},
         "test": test, "robustness": robustness, "training": training,
         "timings": {"train_seconds_this_run": t1 - t0, "test_seconds": t2 - t1,
                     "ms_per_iteration": 1000 * (t1 - t0) / max(1, training["iterations"] - training["resumed_from"])},
