@@ -81,7 +81,7 @@ def sweep(args: argparse.Namespace) -> int:
     cells = expand(tables, args.preset, args.seeds, overrides, args.only)
     store = ResultStore(args.results)
     has_gpu = args.device not in ("cpu",) and torch.cuda.is_available()
-    kind = "gpu" if has_gpu else "cpu"
+    kind = "gpu" if has_gpu or (args.backend == "ray" and args.device == "cuda") else "cpu"
     if args.dry_run:
         dry_run(cells, store, kind)
         return 0
