@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.backbone import N_BLOCKS, BackboneSpec, conv_init
+from bench.backbone import BackboneSpec
 from bench.errors import UserError
 from bench.hooks import ForwardContext, Params, Regularizer
+from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
 class MetaDropout(Regularizer):
@@ -22,17 +23,18 @@ class MetaDropout(Regularizer):
     hyper_defaults = {"logit_noise": True}
     draws_noise = True
 
+    @property
+    def logit_noise(self) -> bool:
+        """Whether the logits get the release's additive noise (variants without the switch get none)."""
+        return bool(self.hyper.get("logit_noise", False))
+
     def validate(self) -> None:
-        if not isinstance(self.hyper["logit_noise"], bool):
+        if not isinstance(self.hyper.get("logit_noise", False), bool):
             raise UserError(f"regularizer '{self.name}': logit_noise must be true or false")
 
     def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
-        phi = {}
-        for l in range(1, N_BLOCKS + 1):
-            c_in = spec.block_input_shape(l)[0]
-            phi[f"phi.conv{l}.weight"] = conv_init((spec.channels, c_in, 3, 3), generator, dtype)
-            phi[f"phi.conv{l}.bias"] = torch.zeros(spec.channels, dtype=dtype)
-        if self.hyper["logit_noise"]:
+        phi = block_convs(spec, generator, dtype, "phi.conv")
+        if self.logit_noise:
             w = torch.empty(spec.feature_dim, dtype=dtype)
             torch.nn.init.normal_(w, std=0.02, generator=generator)
             phi["phi.head.weight"] = w
@@ -41,16 +43,15 @@ class MetaDropout(Regularizer):
 
     def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
                      device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        noise = {f"eps{l}": torch.randn(*sample_shape, n, *spec.preactivation_shape(l), generator=generator,
-                                        device=device, dtype=dtype) for l in range(1, N_BLOCKS + 1)}
-        if self.hyper["logit_noise"]:
+        noise = block_noise(spec, n, sample_shape, generator, device, dtype)
+        if self.logit_noise:
             noise["eps_logits"] = torch.randn(*sample_shape, n, spec.ways, generator=generator, device=device,
                                               dtype=dtype)
         return noise
 
     def mu(self, block: int, h_in: torch.Tensor, params: Params) -> torch.Tensor:
         """mu^(l)(h^(l-1)): the phi-conv on the block's input (Eq. 5)."""
-        return F.conv2d(h_in, params[f"phi.conv{block}.weight"], params[f"phi.conv{block}.bias"], padding=1)
+        return conv_on_input(params, "phi.conv", block, h_in)
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         a = self.mu(block, h_in, ctx.params)
@@ -59,7 +60,7 @@ class MetaDropout(Regularizer):
         return f * F.softplus(a)                       # Eq. 6: f o softplus(a)
 
     def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        if not (ctx.stochastic and self.hyper["logit_noise"]):
+        if not (ctx.stochastic and self.logit_noise):
             return logits
         sigma = F.softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
         return logits + sigma.unsqueeze(-1) * ctx.noise["eps_logits"]

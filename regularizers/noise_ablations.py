@@ -96,12 +96,6 @@ class DeterministicMetaDropout(MetaDropout):
     hyper_defaults = {}
     draws_noise = False
 
-    validate = Regularizer.validate                 # no logit_noise switch to check
-    on_logits = Regularizer.on_logits               # no logit noise
-
-    def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
-        return block_convs(spec, generator, dtype, "phi.conv"), {}
-
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         return f * F.softplus(self.mu(block, h_in, ctx.params))
 
