@@ -45,9 +45,8 @@ def _ray(cells: list[dict], results: str, data_root: str | None, address: str | 
         raise UserError("the Ray backend needs ray: pip install -e '.[ray]'") from None
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(num_gpus=gpus_per_cell, num_cpus=1)(run_cell)
-    device = "cuda" if gpus_per_cell else "cpu"
-    pending = [remote.remote(cell, results, data_root, device if device == "cpu" else "cuda:0")
-               for cell in cells]
+    device = "cuda:0" if gpus_per_cell else "cpu"    # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+    pending = [remote.remote(cell, results, data_root, device) for cell in cells]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])

@@ -1,7 +1,7 @@
 """The regularizer protocol: hooks the backbone and the inner loop call; the core never names a regularizer."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -19,7 +19,6 @@ class ForwardContext:
     noise: dict[str, torch.Tensor] | None
     targets: torch.Tensor
     extra_loss: torch.Tensor | float = 0.0
-    scratch: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stochastic(self) -> bool:
@@ -51,11 +50,18 @@ class Regularizer:
     def validate(self) -> None:
         """Check hyper-parameter values; raise UserError with the allowed range."""
 
+    def require_in_range(self, key: str, low: float, high: float = float("inf"), low_inclusive: bool = True) -> None:
+        """Raise UserError unless hyper-parameter `key` is a number in [low, high) (or (low, high))."""
+        value = self.hyper[key]
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or not (low <= value if low_inclusive else low < value) or not value < high:
+            bracket = "[" if low_inclusive else "("
+            raise UserError(f"regularizer '{self.name}': {key} must be a number in {bracket}{low}, {high}), "
+                            f"got {value!r}")
+
     def require_positive(self, key: str) -> None:
         """Raise UserError unless hyper-parameter `key` is a positive number."""
-        value = self.hyper[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise UserError(f"regularizer '{self.name}': {key} must be a positive number, got {value!r}")
+        self.require_in_range(key, 0.0, low_inclusive=False)
 
     def init_params(self, spec: Any, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
         """(meta-only parameters, inner-loop-adapted parameters) this regularizer adds."""

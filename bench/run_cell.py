@@ -8,6 +8,7 @@ import traceback
 import torch
 
 from bench.api import build_experiment
+from bench.data.bank import ImageBank
 from bench.errors import UserError
 from bench.paths import data_root as data_root_path
 from bench.protocol import Protocol
@@ -65,13 +66,14 @@ def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str,
         "parameter_count": experiment.learner.parameter_count(),
         "data": {"root": str(data_root_path(data_root).resolve()), "dataset": protocol.dataset,
                  "options": protocol.data_options,
-                 "train": {"split": protocol.train_split, "classes": experiment.train_bank.n_classes,
-                           "images_per_class": experiment.train_bank.n_per_class,
-                           "first_classes": experiment.train_bank.class_names[:3]},
-                 "test": {"split": protocol.test_split, "classes": experiment.test_bank.n_classes,
-                          "images_per_class": experiment.test_bank.n_per_class,
-                          "first_classes": experiment.test_bank.class_names[:3]}},
+                 "train": _bank_info(protocol.train_split, experiment.train_bank),
+                 "test": _bank_info(protocol.test_split, experiment.test_bank)},
         "test": test, "robustness": robustness, "training": training,
         "timings": {"train_seconds_this_run": t1 - t0, "test_seconds": t2 - t1,
                     "ms_per_iteration": 1000 * (t1 - t0) / max(1, training["iterations"] - training["resumed_from"])},
     }
+
+
+def _bank_info(split: str, bank: ImageBank) -> dict:
+    return {"split": split, "classes": bank.n_classes, "images_per_class": bank.n_per_class,
+            "first_classes": bank.class_names[:3]}

@@ -84,11 +84,10 @@ def time_train(exp: Experiment, episodes: Episodes, initial: dict[str, torch.Ten
     """ms/iteration of outer_step (suite, vmap) or of the same step on the eager per-task loop, from `initial`."""
     learner = exp.learner
     learner.load_state_dict(initial)
-    learner.config = dataclasses.replace(learner.config, vectorized=vectorized)
     optimizer = make_optimizer(learner, exp.protocol.meta_lr)
     with PeakMemory(learner.device) as peak:
-        result = median_ms(lambda: outer_step(learner, optimizer, episodes), learner.device, warmup, iters)
-    learner.config = dataclasses.replace(learner.config, vectorized=True)
+        result = median_ms(lambda: outer_step(learner, optimizer, episodes, vectorized), learner.device,
+                           warmup, iters)
     return {**result, "peak_bytes": peak.bytes}
 
 

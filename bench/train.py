@@ -24,9 +24,12 @@ def make_optimizer(learner: MetaLearner, meta_lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(learner.parameters(), lr=meta_lr)
 
 
-def outer_step(learner: MetaLearner, optimizer: torch.optim.Optimizer, episodes) -> tuple[torch.Tensor, torch.Tensor]:
-    """One meta-update on a meta-batch; returns (loss, mean query accuracy) as tensors."""
-    loss, accuracy = learner.meta_loss(episodes.x_support, episodes.y_support, episodes.x_query, episodes.y_query)
+def outer_step(learner: MetaLearner, optimizer: torch.optim.Optimizer, episodes,
+               vectorized: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One meta-update on a meta-batch; returns (loss, mean query accuracy) as tensors.
+    vectorized=None follows the learner's config."""
+    loss, accuracy = learner.meta_loss(episodes.x_support, episodes.y_support, episodes.x_query, episodes.y_query,
+                                       vectorized)
     params = learner.parameters()
     for p, g in zip(params, clipped_meta_gradients(loss, params)):
         p.grad = g

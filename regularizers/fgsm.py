@@ -8,7 +8,6 @@ import torch
 
 from bench.attacks import fgsm
 from bench.hooks import ForwardContext, Regularizer
-from regularizers.hyper_checks import require_in_range
 
 
 class FGSM(Regularizer):
@@ -19,7 +18,7 @@ class FGSM(Regularizer):
     hyper_defaults = {"epsilon": 0.1}
 
     def validate(self) -> None:
-        require_in_range(self, "epsilon", 0.0)
+        self.require_in_range("epsilon", 0.0)
 
     def perturb_support(self, x: torch.Tensor, support_loss: Callable[[torch.Tensor], torch.Tensor],
                         ctx: ForwardContext) -> torch.Tensor:

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from bench.backbone import BackboneSpec
 from bench.hooks import ForwardContext, Params, Regularizer
-from regularizers.hyper_checks import require_in_range
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
@@ -24,7 +23,7 @@ class InformationRegularizer(Regularizer):
     prefix = "info"
 
     def validate(self) -> None:
-        require_in_range(self, "beta", 0.0)
+        self.require_in_range("beta", 0.0)
 
     def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
         return {}, block_convs(spec, generator, dtype, f"{self.prefix}.conv")
@@ -69,7 +68,7 @@ class InformationDropout(InformationRegularizer):
 
     def validate(self) -> None:
         super().validate()
-        require_in_range(self, "alpha_max", 0.0, 1.0, low_inclusive=False)
+        self.require_in_range("alpha_max", 0.0, 1.0, low_inclusive=False)
 
     def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_alpha = F.logsigmoid(rho) + math.log(self.hyper["alpha_max"])
