@@ -14,6 +14,7 @@ from bench.data.registry import load_bank
 from bench.episodes import EpisodeSampler
 from bench.evaluate import meta_test
 from bench.learner import LearnerConfig, MetaLearner
+from bench.meta_gradient import resolve_execution
 from bench.protocol import Protocol, load_protocol
 from bench.train import meta_train
 from regularizers import build_regularizer
@@ -39,7 +40,7 @@ class Experiment:
                                  dtype=self.learner.dtype)
         self.train_summary = meta_train(self.learner, sampler, p.iterations, p.meta_lr, p.meta_batch,
                                         checkpoint_path=checkpoint_path, checkpoint_every=p.checkpoint_every,
-                                        progress=progress, **kwargs)
+                                        progress=progress, cuda_graph=p.cuda_graph, **kwargs)
         return self.train_summary
 
     def test(self, episodes: int | None = None, attack_epsilons: list[float] | None = None,
@@ -63,7 +64,7 @@ def build_experiment(protocol: Protocol | str, learner: str = "maml", regularize
     spec = BackboneSpec(p.in_channels, p.image_size, p.channels, p.ways, bn_mode=p.bn_mode)
     config = LearnerConfig(algorithm=learner, inner_lr=p.inner_lr, inner_steps=p.inner_steps,
                            first_order=p.first_order, mc_train=p.mc_train, mc_test=p.mc_test,
-                           vectorized=p.vectorized)
+                           execution=resolve_execution(p.execution, device))
     meta_learner = MetaLearner(spec, build_regularizer(regularizer, hyper), config, seed=seed, device=device,
                                dtype=dtype)
     train_bank = load_bank(p.dataset, p.train_split, data_root, device=device, **p.data_options)

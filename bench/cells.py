@@ -7,13 +7,13 @@ import hashlib
 import json
 from typing import Any
 
-from bench.protocol import load_protocol
+from bench.protocol import identity, load_protocol
 from tables import cells as table_cells, load_table_def
 
 
 def train_key(protocol: dict, learner: str, regularizer: str, hyper: dict, seed: int) -> str:
-    """A short hash of every setting that shapes training: equal keys share a checkpoint and a result."""
-    blob = json.dumps({"protocol": protocol, "learner": learner, "regularizer": regularizer,
+    """A short hash of every setting that shapes the result: equal keys share a checkpoint and a result."""
+    blob = json.dumps({"protocol": identity(protocol), "learner": learner, "regularizer": regularizer,
                        "hyper": hyper, "seed": seed}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 

@@ -99,21 +99,29 @@ def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixe
     return adapted
 
 
+def adapt_task(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
+               x: torch.Tensor, targets: torch.Tensor, noises: list[dict[str, torch.Tensor]],
+               first_order: bool) -> Params:
+    """One task's inner steps (Eq. 3) with torch.autograd.grad; noises[k] is step k's noise [S, ...]."""
+    for noise in noises:
+        loss = mc_support_loss(spec, reg, adapted, fixed, x, targets, noise, vectorize=False)
+        grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=not first_order)
+        adapted = _step(adapted, dict(zip(adapted, grads)), lrs, first_order)
+    return adapted
+
+
+def task_noises(noises: list[dict[str, torch.Tensor]], b: int) -> list[dict[str, torch.Tensor]]:
+    """Task b's slice of every step's noise (each tensor [B, S, ...] -> [S, ...])."""
+    return [{n: v[b] for n, v in noise.items()} for noise in noises]
+
+
 def adapt_reference(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
                     x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, steps: int,
                     first_order: bool) -> list[Params]:
     """The same K inner steps as a plain per-task loop with torch.autograd.grad (the reference)."""
     noises = [noise_fn(k) for k in range(steps)]
-    per_task = []
-    for b in range(x.shape[0]):
-        task = dict(adapted)
-        for k in range(steps):
-            noise = {n: v[b] for n, v in noises[k].items()}
-            loss = mc_support_loss(spec, reg, task, fixed, x[b], targets[b], noise, vectorize=False)
-            grads = torch.autograd.grad(loss, list(task.values()), create_graph=not first_order)
-            task = _step(task, dict(zip(task, grads)), lrs, first_order)
-        per_task.append(task)
-    return per_task
+    return [adapt_task(spec, reg, dict(adapted), fixed, lrs, x[b], targets[b], task_noises(noises, b), first_order)
+            for b in range(x.shape[0])]
 
 
 def batched_query_logits(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params,

@@ -12,7 +12,7 @@ from bench.hooks import Params, Regularizer
 from bench.inner_loop import adapt_reference, adapt_vectorized, batched_query_logits, query_logits
 
 ALGORITHMS = ("maml", "metasgd")
-GRAD_CLIP = 3.0          # elementwise clipping of the meta-gradient to [-3, 3], as in the release
+EXECUTIONS = ("vectorized", "per_task", "reference")   # the same meta-gradient, computed three ways
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,13 @@ class LearnerConfig:
     first_order: bool = False
     mc_train: int = 1
     mc_test: int = 30
-    vectorized: bool = True      # False: the per-task reference loop (same function, slower)
+    execution: str = "vectorized"   # vmap over tasks | a backward per task | the per-task loop with one backward
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise UserError(f"unknown learner '{self.algorithm}'; choose one of: {', '.join(ALGORITHMS)}")
+        if self.execution not in EXECUTIONS:
+            raise UserError(f"unknown execution '{self.execution}'; choose one of: {', '.join(EXECUTIONS)}")
 
 
 class MetaLearner:
@@ -78,11 +80,16 @@ class MetaLearner:
         return lambda k: self.reg.sample_noise(self.spec, n, (batch, samples), self.noise_generator,
                                                self.device, self.dtype)
 
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        """One-hot targets of N ways (a comparison: no host synchronisation, unlike F.one_hot's checks)."""
+        ways = torch.arange(self.spec.ways, device=labels.device)
+        return (labels.unsqueeze(-1) == ways).to(self.dtype)
+
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, samples: int, vectorized: bool = True,
               first_order: bool | None = None, sample_chunk: int | None = None) -> Params | list[Params]:
         """Run the K inner steps for a batch of tasks; parameters [B, ...] (vectorized) or a list (reference).
         sample_chunk (vectorized only) forwards at most that many Monte-Carlo samples at once."""
-        targets = F.one_hot(y_support, self.spec.ways).to(self.dtype)
+        targets = self.one_hot(y_support)
         first_order = self.config.first_order if first_order is None else first_order
         args = (self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets,
                 self.noise_fn(x_support.shape[1], x_support.shape[0], samples), self.config.inner_steps,
@@ -97,10 +104,9 @@ class MetaLearner:
         return batched_query_logits(self.spec, self.reg, adapted, self.meta_only, x_query)
 
     def meta_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
-                  y_query: torch.Tensor, vectorized: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 4 averaged over the meta-batch, and the query accuracy of each task (fraction).
-        vectorized=None follows the config (the fast path unless turned off)."""
-        vectorized = self.config.vectorized if vectorized is None else vectorized
+                  y_query: torch.Tensor, vectorized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 4 averaged over the meta-batch, and the query accuracy of each task (fraction); vectorized=False
+        runs the per-task reference loop (one graph for the whole meta-batch)."""
         adapted = self.adapt(x_support, y_support, self.config.mc_train, vectorized)
         logits = self.query_logits(adapted, x_query)
         loss = F.cross_entropy(logits.flatten(0, 1), y_query.flatten())
@@ -120,8 +126,3 @@ class MetaLearner:
                 value.copy_(state[name])
         self.noise_generator.set_state(state["rng/noise"])
 
-
-def clipped_meta_gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Meta-gradients of the loss, zeros where unused, clipped elementwise to [-3, 3]."""
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g.clamp(-GRAD_CLIP, GRAD_CLIP) for p, g in zip(params, grads)]

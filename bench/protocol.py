@@ -39,7 +39,8 @@ class Protocol:
     checkpoint_every: int
     train_split: str = "train"
     bn_mode: str = "shift"
-    vectorized: bool = True          # False: the per-task reference loop (same function, slower)
+    execution: str = "auto"          # auto | vectorized | per_task | reference: how a step runs (same function)
+    cuda_graph: str = "auto"         # auto | on | off: replay the whole meta-train step as a CUDA graph (GPU)
     test_sample_chunk: int = 10      # meta-test forwards at most this many of the S samples at once (memory)
     first_order: bool = False        # first-order MAML: only behind this explicit flag (the paper uses second)
     data_options: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +51,10 @@ class Protocol:
 
 
 FIELDS = {f.name for f in dataclasses.fields(Protocol)}
+# How a cell runs, not what it computes (equal up to floating-point summation order): not part of a cell's identity.
+RUNTIME_FIELDS = ("execution", "cuda_graph", "test_batch", "test_sample_chunk", "checkpoint_every")
+EXECUTIONS = ("auto", "vectorized", "per_task", "reference")
+GRAPH_MODES = ("auto", "on", "off")
 _TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict[str, Any]": dict}
 
 
@@ -133,4 +138,17 @@ def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | 
         value = values.get(f.name)
         if expected and f.name in values and (not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))):
             raise UserError(f"protocol setting {f.name}={value!r} must be of type {f.type}")
+    for key, allowed in (("execution", EXECUTIONS), ("cuda_graph", GRAPH_MODES)):
+        if key in values and values[key] not in allowed:
+            raise UserError(f"protocol setting {key}={values[key]!r} must be one of {', '.join(allowed)}")
     return Protocol(**values)
+
+
+def identity(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The settings that shape a cell's result: runtime settings dropped, settings at their default left out (so
+    a new setting whose default keeps the old behaviour keeps every existing cell key; never change a default)."""
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(Protocol)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    return {k: v for k, v in protocol.items()
+            if k not in RUNTIME_FIELDS and not (k in defaults and v == defaults[k])}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -10,29 +11,33 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import checkpoint
-from bench.episodes import EpisodeSampler
+from bench.cuda_graph import GraphedStep, use_graph
+from bench.episodes import EpisodeSampler, Episodes
 from bench.errors import UserError
-from bench.learner import MetaLearner, clipped_meta_gradients
+from bench.learner import MetaLearner
+from bench.meta_gradient import clip, meta_gradients
 
 
 class TrainingDiverged(UserError):
     """The meta-loss became NaN or infinite."""
 
 
-def make_optimizer(learner: MetaLearner, meta_lr: float) -> torch.optim.Adam:
-    """Adam over every meta-learned tensor with a constant learning rate."""
-    return torch.optim.Adam(learner.parameters(), lr=meta_lr)
+def make_optimizer(learner: MetaLearner, meta_lr: float, capturable: bool = False) -> torch.optim.Adam:
+    """Adam over every meta-learned tensor with a constant learning rate (capturable: inside a CUDA graph)."""
+    return torch.optim.Adam(learner.parameters(), lr=meta_lr, capturable=capturable)
 
 
-def outer_step(learner: MetaLearner, optimizer: torch.optim.Optimizer, episodes,
-               vectorized: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One meta-update on a meta-batch; returns (loss, mean query accuracy) as tensors.
-    vectorized=None follows the learner's config."""
-    loss, accuracy = learner.meta_loss(episodes.x_support, episodes.y_support, episodes.x_query, episodes.y_query,
-                                       vectorized)
-    params = learner.parameters()
-    for p, g in zip(params, clipped_meta_gradients(loss, params)):
-        p.grad = g
+def outer_step(learner: MetaLearner, optimizer: torch.optim.Optimizer, episodes: Episodes,
+               execution: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One meta-update on a meta-batch; returns (loss, mean query accuracy) as tensors. The clipped gradients
+    are written into existing .grad buffers (fixed addresses for a CUDA graph); execution=None follows the
+    learner's config."""
+    loss, accuracy, grads = meta_gradients(learner, episodes, execution)
+    for p, g in zip(learner.parameters(), clip(grads)):
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.copy_(g)
     optimizer.step()
     return loss.detach(), accuracy.mean().detach()
 
@@ -80,25 +85,34 @@ def _state(learner: MetaLearner, optimizer, sampler: EpisodeSampler, iteration: 
 
 def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, meta_lr: float, meta_batch: int,
                checkpoint_path: Path | None = None, checkpoint_every: int = 1000, log_every: int = 100,
-               progress: bool = True, on_iteration: Callable[[int], None] | None = None) -> dict:
+               progress: bool = True, on_iteration: Callable[[int], None] | None = None,
+               cuda_graph: str = "auto") -> dict:
     """Run (or resume from checkpoint_path) meta-training up to `iterations`; returns the training summary.
 
-    The training curve holds the mean loss and accuracy of each block of `log_every` iterations."""
-    optimizer = make_optimizer(learner, meta_lr)
+    The training curve holds the mean loss and accuracy of each block of `log_every` iterations. cuda_graph
+    (auto | on | off) replays the whole step as a CUDA graph on a GPU (auto: whenever the device is one)."""
+    graphed = use_graph(cuda_graph, learner.device)
+    optimizer = make_optimizer(learner, meta_lr, capturable=graphed)
     start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0)), 0.0
     if checkpoint_path is not None and checkpoint_path.exists():
         state = checkpoint.load(checkpoint_path)
         learner.load_state_dict(state["learner"])
+        for group in state["optimizer"]["param_groups"]:
+            group["capturable"] = graphed            # a run may resume on another device or graph setting
         optimizer.load_state_dict(state["optimizer"])
         sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         start, spent = state["iteration"], state["seconds"]
         curve = RunningCurve(log_every, state["curve"], state["block"])
+    step: Callable[[Episodes], tuple[torch.Tensor, torch.Tensor]] = partial(outer_step, learner, optimizer)
     began = time.perf_counter()
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc="meta-train", dynamic_ncols=True, leave=False)
     for it in bar:
-        curve.add(*outer_step(learner, optimizer, sampler.sample(meta_batch)))
+        episodes = sampler.sample(meta_batch)
+        if graphed and it == start:
+            step = GraphedStep(learner, optimizer, step, episodes)
+        curve.add(*step(episodes))
         done = it + 1
         block_done = (done % log_every == 0) or done == iterations
         save = checkpoint_path is not None and (done % checkpoint_every == 0 or done == iterations)
@@ -115,6 +129,7 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
     bar.close()
     points = curve.curve
     return {"iterations": iterations, "resumed_from": start, "curve": points,
+            "execution": learner.config.execution, "cuda_graph": graphed,
             "seconds": spent + time.perf_counter() - began,   # all sessions of this run
             "final_loss": points[-1]["loss"] if points else None,
             "final_accuracy": points[-1]["accuracy"] if points else None}

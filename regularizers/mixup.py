@@ -1,7 +1,6 @@
 """Input & manifold mixup (Zhang et al., 2017; Verma et al., 2019) on the support set of every inner step."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -13,10 +12,10 @@ MIX_LAYERS = N_BLOCKS + 1          # the input (0) and the pooled outputs of blo
 
 def beta_draws(gamma: float, shape: tuple[int, ...], generator: torch.Generator, device: torch.device,
                dtype: torch.dtype) -> torch.Tensor:
-    """lambda ~ Beta(gamma, gamma): numpy's exact sampler, seeded by one draw from the torch generator."""
-    seed = int(torch.randint(0, 2 ** 62, (), generator=generator, device=generator.device))
-    draws = np.random.default_rng(seed).beta(gamma, gamma, size=shape)
-    return torch.as_tensor(draws, dtype=dtype, device=device)
+    """lambda ~ Beta(gamma, gamma), the first coordinate of a Dirichlet(gamma, gamma) draw: torch's sampler on the
+    device with the regularizer's generator (no host synchronisation: safe inside a CUDA graph)."""
+    concentration = torch.full((*shape, 2), float(gamma), device=device, dtype=dtype)
+    return torch._sample_dirichlet(concentration, generator=generator)[..., 0]
 
 
 class Mixup(Regularizer):

@@ -1,5 +1,6 @@
-"""Float64 checks shared by the core and regularizer tests: vectorized = reference, meta-gradients = finite
-differences, with the noise held fixed by restoring the learner's noise generator."""
+"""Float64 checks shared by the core and regularizer tests: every execution path (vectorized, per_task, reference)
+gives the same loss and meta-gradients, and they equal finite differences, with the noise held fixed by restoring
+the learner's noise generator."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +9,8 @@ import torch
 
 from bench.backbone import BackboneSpec
 from bench.episodes import Episodes
-from bench.learner import LearnerConfig, MetaLearner
+from bench.learner import EXECUTIONS, LearnerConfig, MetaLearner
+from bench.meta_gradient import meta_gradients as execution_meta_gradients
 from regularizers import build_regularizer
 
 TINY = BackboneSpec(in_channels=1, image_size=16, channels=4, ways=3)
@@ -50,22 +52,25 @@ def loss_with_fixed_noise(learner: MetaLearner, episodes: Episodes, vectorized: 
     return loss
 
 
-def meta_gradients(learner: MetaLearner, episodes: Episodes, vectorized: bool = True) -> dict[str, torch.Tensor]:
-    """Unclipped meta-gradients by name (zeros where a parameter is unused)."""
-    named = learner.named_parameters()
-    loss = loss_with_fixed_noise(learner, episodes, vectorized)
-    grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
-    return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(named.items(), grads)}
+def meta_gradients(learner: MetaLearner, episodes: Episodes,
+                   execution: str = "vectorized") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss, unclipped meta-gradients by name) of one execution path, the noise generator rewound after."""
+    state = learner.noise_generator.get_state()
+    loss, _, grads = execution_meta_gradients(learner, episodes, execution)
+    learner.noise_generator.set_state(state)
+    return loss.detach(), dict(zip(learner.named_parameters(), grads))
 
 
 def assert_vectorized_matches_reference(learner: MetaLearner, episodes: Episodes) -> None:
-    """Loss and every meta-gradient of the vmap path equal the per-task loop (float64)."""
-    fast = loss_with_fixed_noise(learner, episodes, vectorized=True)
-    slow = loss_with_fixed_noise(learner, episodes, vectorized=False)
-    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
-    g_fast, g_slow = meta_gradients(learner, episodes, True), meta_gradients(learner, episodes, False)
-    for name in g_fast:
-        torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-8, atol=1e-11, msg=name)
+    """Loss and every meta-gradient of the vmap path and of the per-task backward equal the per-task reference
+    loop (float64)."""
+    slow, g_slow = meta_gradients(learner, episodes, "reference")
+    for execution in EXECUTIONS:
+        fast, g_fast = meta_gradients(learner, episodes, execution)
+        torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12, msg=execution)
+        for name in g_fast:
+            torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-8, atol=1e-11,
+                                       msg=f"{execution}: {name}")
 
 
 def directional_fd(learner: MetaLearner, episodes: Episodes, param: torch.Tensor, direction: torch.Tensor,
@@ -91,9 +96,9 @@ def directional_fd(learner: MetaLearner, episodes: Episodes, param: torch.Tensor
 
 def assert_meta_gradients_match_fd(learner: MetaLearner, episodes: Episodes, prefixes: tuple[str, ...] = ("",),
                                    seed: int = 0) -> list[str]:
-    """Each named parameter's meta-gradient, projected on a random direction, equals a central difference.
-    Returns the names checked."""
-    grads = meta_gradients(learner, episodes)
+    """Each named parameter's meta-gradient, projected on a random direction, equals a central difference, on
+    every execution path. Returns the names checked."""
+    by_path = {execution: meta_gradients(learner, episodes, execution)[1] for execution in EXECUTIONS}
     gen = torch.Generator().manual_seed(seed)
     checked = []
     for name, param in learner.named_parameters().items():
@@ -101,7 +106,8 @@ def assert_meta_gradients_match_fd(learner: MetaLearner, episodes: Episodes, pre
             continue
         direction = torch.randn(param.shape, generator=gen, dtype=param.dtype)
         numeric = directional_fd(learner, episodes, param, direction)
-        analytic = (grads[name] * direction).sum().item()
-        assert abs(numeric - analytic) <= 1e-5 * (1 + abs(numeric)), (name, numeric, analytic)
+        for execution, grads in by_path.items():
+            analytic = (grads[name] * direction).sum().item()
+            assert abs(numeric - analytic) <= 1e-5 * (1 + abs(numeric)), (execution, name, numeric, analytic)
         checked.append(name)
     return checked

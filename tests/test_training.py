@@ -70,17 +70,24 @@ def test_meta_test_keeps_every_episode_and_is_seeded():
     assert first["mean"] == pytest.approx(np.mean(first["accuracies"]))
 
 
-def test_fast_path_can_be_turned_off_by_a_protocol_flag(monkeypatch):
+@pytest.mark.parametrize("execution, module, function", [("reference", "bench.learner", "adapt_reference"),
+                                                         ("per_task", "bench.meta_gradient", "adapt_task"),
+                                                         ("vectorized", "bench.learner", "adapt_vectorized")])
+def test_execution_path_is_chosen_by_a_protocol_flag(monkeypatch, execution, module, function):
     calls = []
-    import bench.learner as learner_module
-    reference = learner_module.adapt_reference
+    target = __import__(module, fromlist=[function])
+    original = getattr(target, function)
 
     def spy(*args, **kwargs):
         calls.append(1)
-        return reference(*args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(learner_module, "adapt_reference", spy)
-    experiment = _experiment(regularizer="none", vectorized=False, iterations=2)
-    experiment.train(progress=False)
-    assert len(calls) == 2
-    assert experiment.learner.config.vectorized is False
+    monkeypatch.setattr(target, function, spy)
+    experiment = _experiment(regularizer="none", execution=execution, iterations=2)
+    summary = experiment.train(progress=False)
+    assert calls and summary["execution"] == execution == experiment.learner.config.execution
+    assert summary["cuda_graph"] is False
+
+
+def test_auto_execution_is_per_task_on_the_cpu():
+    assert _experiment(regularizer="none").learner.config.execution == "per_task"
