@@ -49,10 +49,9 @@ class Experiment:
         p = self.protocol
         sampler = EpisodeSampler(self.test_bank, p.ways, p.shots, p.queries, seed=self.seed + TEST_SEED_OFFSET,
                                  dtype=self.learner.dtype)
-        self.learner.noise_generator.manual_seed(self.seed + TEST_SEED_OFFSET)
         return meta_test(self.learner, sampler, episodes or p.test_episodes, p.test_batch,
                          attack_epsilons=attack_epsilons, value_range=self.test_bank.value_range(),
-                         progress=progress, sample_chunk=p.test_sample_chunk)
+                         progress=progress, sample_chunk=p.test_sample_chunk, seed=self.seed + TEST_SEED_OFFSET)
 
 
 def build_experiment(protocol: Protocol | str, learner: str = "maml", regularizer: str = "none",

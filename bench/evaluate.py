@@ -12,6 +12,7 @@ from torch.func import vmap
 from tqdm.auto import tqdm
 
 from bench.attacks import fgsm
+from bench.episode_noise import EpisodeNoise
 from bench.episodes import EpisodeSampler
 from bench.inner_loop import query_logits
 from bench.learner import MetaLearner
@@ -44,10 +45,11 @@ def _attacked_accuracy(learner: MetaLearner, adapted: dict, x: torch.Tensor, y: 
 def meta_test(learner: MetaLearner, sampler: EpisodeSampler, episodes: int = 1000, batch: int = 25,
               samples: int | None = None, attack_epsilons: list[float] | None = None,
               value_range: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
-              sample_chunk: int | None = None) -> dict:
+              sample_chunk: int | None = None, seed: int = 0) -> dict:
     """Accuracy (percent) on `episodes` test tasks: every per-episode value, mean and 95% CI; with
-    attack_epsilons, also the accuracy under FGSM of each size ("robustness"). sample_chunk bounds how many of
-    the S samples are forwarded at once (memory), without changing the result."""
+    attack_epsilons, also the accuracy under FGSM of each size ("robustness"). Each episode's noise comes from
+    its own generator (seed, episode index), so neither `batch` nor sample_chunk (how many of the S samples are
+    forwarded at once: memory) changes the result."""
     samples = learner.config.mc_test if samples is None else samples
     clean: list[float] = []
     attacked: list[list[float]] = [[] for _ in attack_epsilons or []]
@@ -57,8 +59,9 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler, episodes: int = 100
         while len(clean) < episodes:
             b = min(batch, episodes - len(clean))
             ep = sampler.sample(b)
+            noise = EpisodeNoise(learner, list(range(len(clean), len(clean) + b)), ep.x_support.shape[1], seed)
             adapted = learner.adapt(ep.x_support, ep.y_support, samples, first_order=True,
-                                    sample_chunk=sample_chunk)
+                                    sample_chunk=sample_chunk, noise_fn=noise)
             logits = learner.query_logits(adapted, ep.x_query)
             clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
             for out, eps in zip(attacked, attack_epsilons or []):

@@ -1,20 +1,42 @@
 #!/usr/bin/env bash
-# The GPU checks, sized for one device call each (a 15-minute device budget, 10 minutes a call).
-#   bash bench/gpu_check.sh speed      # bench.speed: 4 protocols, suite vs per-task eager loop (< 8 min)
-#   bash bench/gpu_check.sh learning   # MAML vs MAML + meta-dropout, Omniglot 20-way 1-shot, 1500 iterations
-# Omniglot must come as a prepared cache (the data folder does not travel): on the CPU machine run
-#   META_DROPOUT_CACHE=.gpu_cache python -c "from bench.data.registry import load_bank; load_bank('omniglot', 'train', '../shared/data')"
-# and carry .gpu_cache. Results land in $OUT (or results/).
-set -euo pipefail
+# The GPU checks of the open issues, sized for one device call (15 minutes of device time, 10 minutes a call).
+#   bash bench/gpu_check.sh all        # tests/test_cuda_graph.py, then speed, then learning (< 10 min together)
+#   bash bench/gpu_check.sh tests      # the graphed step equals the eager step (every learner x regularizer)
+#   bash bench/gpu_check.sh speed      # bench.speed: 4 protocols, graph / eager / per-task loop, meta-test
+#   bash bench/gpu_check.sh learning   # bench.learning_check: MAML vs meta-dropout, Omniglot 20-way 1-shot
+# The data folder does not travel: prepare Omniglot's zips and decoded cache here, then carry both:
+#   bash bench/gpu_check.sh prepare DATA_ROOT     # writes .gpu_data/ and .gpu_cache/ (git-ignored)
+# Results land in $OUT (or results/gpu/): one log and one JSON per part.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=.
-export META_DROPOUT_CACHE="${META_DROPOUT_CACHE:-.gpu_cache}"
-out="${OUT:-results}"
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+export META_DROPOUT_CACHE="$PWD/.gpu_cache"
+out="${OUT:-results/gpu}"
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-case "${1:-speed}" in
-  speed)    timeout 500 python -m bench.speed --device cuda --budget-s 420 --out "$out/speed.json" ;;
-  learning) timeout 540 python -m bench.regularizer_bench --device cuda --regularizers none meta_dropout \
-              --iterations 1500 --episodes 600 --out "$out/maml_vs_meta_dropout.json" ;;
-  *) echo "usage: bash bench/gpu_check.sh speed|learning" >&2; exit 2 ;;
+MTIME='2026-01-01 00:00:00'        # fixed, so the cache key (names, sizes, mtimes) matches on both machines
+
+part() {   # part NAME SECONDS COMMAND...: run with a time limit, log to $out/NAME.log, keep going on failure
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s) $(date +%T)"
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "== $name exit $? $(date +%T)"; tail -n 25 "$out/$name.log"
+}
+
+case "${1:-all}" in
+  prepare)
+    mkdir -p .gpu_data/omniglot
+    cp "${2:?usage: gpu_check.sh prepare DATA_ROOT}"/omniglot/images_{background,evaluation}.zip .gpu_data/omniglot/
+    touch -m -d "$MTIME" .gpu_data/omniglot/*.zip
+    python -c "from bench.data.registry import load_bank; [load_bank('omniglot', s, '.gpu_data') for s in ('train', 'test')]"
+    du -sh .gpu_data .gpu_cache ;;
+  tests)    part tests 150 python -m pytest -q -rfE tests/test_cuda_graph.py ;;
+  speed)    part speed 250 python -m bench.speed --device cuda --budget-s 190 --test-cap-s 20 --out "$out/speed.json" ;;
+  learning) touch -m -d "$MTIME" .gpu_data/omniglot/*.zip
+            part learning 240 python -m bench.learning_check --device cuda --data-root .gpu_data --budget-s 215 \
+              --test-reserve-s 75 --episodes 500 --out "$out/learning_check.json" ;;
+  all)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+    python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
+    bash "$0" tests; bash "$0" speed; bash "$0" learning ;;
+  *) echo "usage: bash bench/gpu_check.sh all|tests|speed|learning|prepare DATA_ROOT" >&2; exit 2 ;;
 esac

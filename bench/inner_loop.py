@@ -12,7 +12,9 @@ from torch.func import grad, vmap
 from bench.backbone import BackboneSpec, forward
 from bench.hooks import ForwardContext, Params, Regularizer
 
-NoiseFn = Callable[[int], dict[str, torch.Tensor]]   # inner step k -> noise, each tensor [B, S, ...]
+# (inner step k, first sample, end sample) -> that step's noise for samples [first, end) of every task, each tensor
+# [B, end - first, ...]; called once per (step, chunk), in order, so a source may draw as it is called.
+NoiseFn = Callable[[int, int, int], dict[str, torch.Tensor]]
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -66,32 +68,33 @@ def _step(adapted: Params, grads: Params, lrs: Params | float, first_order: bool
 
 
 def _sample_mean_grads(loss_grad: Callable, in_dims: tuple, adapted: Params, fixed: Params, x: torch.Tensor,
-                       targets: torch.Tensor, noise: dict[str, torch.Tensor], chunk: int | None) -> Params:
-    """Per-task gradients of the S-sample mean loss (noise [B, S, ...]), over chunks of at most `chunk` samples
-    when given: exact, as the mean is linear, and the memory of one chunk's forward at a time."""
-    samples = next(iter(noise.values())).shape[1] if noise else 0
+                       targets: torch.Tensor, noise_of: Callable[[int, int], dict[str, torch.Tensor]], samples: int,
+                       chunk: int | None) -> Params:
+    """Per-task gradients of the S-sample mean loss, over chunks of at most `chunk` samples when given (each
+    chunk's noise drawn when it is used): exact, as the mean is linear, and one chunk's memory at a time."""
     if not chunk or samples <= chunk:
-        return vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, noise)
+        return vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, noise_of(0, samples))
     total: Params = {}
     for start in range(0, samples, chunk):
-        part = {k: v[:, start:start + chunk] for k, v in noise.items()}
-        weight = next(iter(part.values())).shape[1] / samples
-        grads = vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, part)
+        stop = min(samples, start + chunk)
+        grads = vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, noise_of(start, stop))
+        weight = (stop - start) / samples
         total = {n: total[n] + weight * g if n in total else weight * g for n, g in grads.items()}
     return total
 
 
 def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
-                     x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, steps: int,
+                     x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, samples: int, steps: int,
                      first_order: bool, sample_chunk: int | None = None) -> Params:
-    """K inner steps for all B tasks at once (vmap over tasks); returns adapted parameters [B, ...].
-    sample_chunk bounds how many Monte-Carlo samples are forwarded at once (meta-test memory)."""
+    """K inner steps for all B tasks at once (vmap over tasks), S = `samples` Monte-Carlo samples per step;
+    returns adapted parameters [B, ...]. sample_chunk bounds how many samples are forwarded at once (memory)."""
     loss_grad = grad(partial(mc_support_loss, spec, reg), argnums=0)
     batch = x.shape[0]
     batched = False
     for k in range(steps):
         in_dims = (0 if batched else None, None, 0, 0, 0)
-        grads = _sample_mean_grads(loss_grad, in_dims, adapted, fixed, x, targets, noise_fn(k), sample_chunk)
+        grads = _sample_mean_grads(loss_grad, in_dims, adapted, fixed, x, targets, partial(noise_fn, k), samples,
+                                   sample_chunk)
         adapted = _step(adapted, grads, lrs, first_order)
         batched = True
     if not batched:
@@ -116,10 +119,10 @@ def task_noises(noises: list[dict[str, torch.Tensor]], b: int) -> list[dict[str,
 
 
 def adapt_reference(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
-                    x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, steps: int,
+                    x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, samples: int, steps: int,
                     first_order: bool) -> list[Params]:
     """The same K inner steps as a plain per-task loop with torch.autograd.grad (the reference)."""
-    noises = [noise_fn(k) for k in range(steps)]
+    noises = [noise_fn(k, 0, samples) for k in range(steps)]
     return [adapt_task(spec, reg, dict(adapted), fixed, lrs, x[b], targets[b], task_noises(noises, b), first_order)
             for b in range(x.shape[0])]
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bench.backbone import BackboneSpec, init_backbone
 from bench.errors import UserError
 from bench.hooks import Params, Regularizer
-from bench.inner_loop import adapt_reference, adapt_vectorized, batched_query_logits, query_logits
+from bench.inner_loop import NoiseFn, adapt_reference, adapt_vectorized, batched_query_logits, query_logits
 
 ALGORITHMS = ("maml", "metasgd")
 EXECUTIONS = ("vectorized", "per_task", "reference")   # the same meta-gradient, computed three ways
@@ -73,12 +73,16 @@ class MetaLearner:
         """alpha: a float for MAML, per-element tensors for Meta-SGD."""
         return self.inner_lrs if self.inner_lrs else self.config.inner_lr
 
-    def noise_fn(self, n: int, batch: int, samples: int):
-        """Draws step k's noise for B tasks of n support examples, S samples each."""
+    def noise_fn(self, n: int, batch: int) -> NoiseFn:
+        """Draws step k's noise for B tasks of n support examples from the learner's generator (training)."""
         if not self.reg.draws_noise:
-            return lambda k: {}
-        return lambda k: self.reg.sample_noise(self.spec, n, (batch, samples), self.noise_generator,
-                                               self.device, self.dtype)
+            return lambda k, start, stop: {}
+        return lambda k, start, stop: self.reg.sample_noise(self.spec, n, (batch, stop - start),
+                                                            self.noise_generator, self.device, self.dtype)
+
+    def samples(self, requested: int) -> int:
+        """Monte-Carlo samples per inner step: one for a regularizer that draws no noise (all would be equal)."""
+        return requested if self.reg.draws_noise else 1
 
     def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
         """One-hot targets of N ways (a comparison: no host synchronisation, unlike F.one_hot's checks)."""
@@ -86,14 +90,16 @@ class MetaLearner:
         return (labels.unsqueeze(-1) == ways).to(self.dtype)
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, samples: int, vectorized: bool = True,
-              first_order: bool | None = None, sample_chunk: int | None = None) -> Params | list[Params]:
+              first_order: bool | None = None, sample_chunk: int | None = None,
+              noise_fn: NoiseFn | None = None) -> Params | list[Params]:
         """Run the K inner steps for a batch of tasks; parameters [B, ...] (vectorized) or a list (reference).
-        sample_chunk (vectorized only) forwards at most that many Monte-Carlo samples at once."""
+        noise_fn defaults to the learner's generator; sample_chunk (vectorized only) forwards at most that many
+        Monte-Carlo samples at once."""
         targets = self.one_hot(y_support)
         first_order = self.config.first_order if first_order is None else first_order
-        args = (self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets,
-                self.noise_fn(x_support.shape[1], x_support.shape[0], samples), self.config.inner_steps,
-                first_order)
+        noise_fn = noise_fn or self.noise_fn(x_support.shape[1], x_support.shape[0])
+        args = (self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets, noise_fn,
+                self.samples(samples), self.config.inner_steps, first_order)
         return adapt_vectorized(*args, sample_chunk=sample_chunk) if vectorized else adapt_reference(*args)
 
     def query_logits(self, adapted: Params | list[Params], x_query: torch.Tensor) -> torch.Tensor:

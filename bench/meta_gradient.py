@@ -23,8 +23,8 @@ def _per_task(learner: MetaLearner, ep: Episodes) -> tuple[torch.Tensor, torch.T
     """Adapt, score and backpropagate task by task; the noise of all K steps is drawn first, exactly as the
     vectorized path draws it (same stream, same values)."""
     batch, n = ep.x_support.shape[:2]
-    noise_fn = learner.noise_fn(n, batch, learner.config.mc_train)
-    noises = [noise_fn(k) for k in range(learner.config.inner_steps)]
+    noise_fn, samples = learner.noise_fn(n, batch), learner.samples(learner.config.mc_train)
+    noises = [noise_fn(k, 0, samples) for k in range(learner.config.inner_steps)]
     targets = learner.one_hot(ep.y_support)
     params = learner.parameters()
     total = [torch.zeros_like(p) for p in params]

@@ -16,6 +16,10 @@ from bench.episodes import EpisodeSampler, Episodes
 from bench.errors import UserError
 from bench.learner import MetaLearner
 from bench.meta_gradient import clip, meta_gradients
+from bench.timing import precision_settings
+
+
+CUDNN_BENCHMARK = True      # cuDNN autotuning on a GPU: fixed shapes, so it is paid once (bench/speed.py measures)
 
 
 class TrainingDiverged(UserError):
@@ -92,6 +96,8 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
     The training curve holds the mean loss and accuracy of each block of `log_every` iterations. cuda_graph
     (auto | on | off) replays the whole step as a CUDA graph on a GPU (auto: whenever the device is one)."""
     graphed = use_graph(cuda_graph, learner.device)
+    if learner.device.type == "cuda":
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
     optimizer = make_optimizer(learner, meta_lr, capturable=graphed)
     start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0)), 0.0
     if checkpoint_path is not None and checkpoint_path.exists():
@@ -129,7 +135,7 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
     bar.close()
     points = curve.curve
     return {"iterations": iterations, "resumed_from": start, "curve": points,
-            "execution": learner.config.execution, "cuda_graph": graphed,
+            "execution": learner.config.execution, "cuda_graph": graphed, "precision": precision_settings(),
             "seconds": spent + time.perf_counter() - began,   # all sessions of this run
             "final_loss": points[-1]["loss"] if points else None,
             "final_accuracy": points[-1]["accuracy"] if points else None}

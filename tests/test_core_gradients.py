@@ -5,6 +5,8 @@ import dataclasses
 import pytest
 import torch
 
+from bench.episode_noise import EpisodeNoise
+
 from tests.meta_gradcheck import (TINY, assert_meta_gradients_match_fd, assert_vectorized_matches_reference,
                                   meta_gradients, tiny_episodes, tiny_learner)
 
@@ -64,17 +66,40 @@ def test_first_order_phi_gradient_is_the_query_path_only():
         torch.testing.assert_close(first[f"meta/{n}"], g, rtol=1e-10, atol=1e-13)
 
 
+def _test_noise(learner, episodes, ids=(0, 1), seed=5):
+    return EpisodeNoise(learner, list(ids), episodes.x_support.shape[1], seed)
+
+
 def test_meta_test_sample_chunks_give_the_same_adaptation():
-    """Forwarding the S samples in chunks (meta-test memory) computes the same inner gradients."""
+    """Forwarding the S samples in chunks (meta-test memory), each chunk's noise drawn when used, computes the
+    same inner gradients."""
     learner = tiny_learner("meta_dropout")
     episodes = tiny_episodes()
-    state = learner.noise_generator.get_state()
-    whole = learner.adapt(episodes.x_support, episodes.y_support, 5, first_order=True)
-    learner.noise_generator.set_state(state)
-    chunked = learner.adapt(episodes.x_support, episodes.y_support, 5, first_order=True, sample_chunk=2)
+    whole = learner.adapt(episodes.x_support, episodes.y_support, 5, first_order=True,
+                          noise_fn=_test_noise(learner, episodes))
+    chunked = learner.adapt(episodes.x_support, episodes.y_support, 5, first_order=True, sample_chunk=2,
+                            noise_fn=_test_noise(learner, episodes))
     for name in whole:
         torch.testing.assert_close(whole[name], chunked[name], rtol=1e-12, atol=1e-14)
     assert any((whole[n] - learner.adapted[n]).abs().max() > 1e-6 for n in whole)
+
+
+@pytest.mark.parametrize("regularizer", ["meta_dropout", "mixup", "weight_gaussian"])
+def test_test_noise_belongs_to_the_episode_not_the_batch_or_the_path(regularizer):
+    """Episode 1 adapted alone, in a batch with episode 0, or by the per-task loop gets the same parameters; a
+    different seed gives different noise."""
+    learner = tiny_learner(regularizer)
+    episodes = tiny_episodes()
+    xs, ys = episodes.x_support, episodes.y_support
+    batched = learner.adapt(xs, ys, 4, first_order=True, sample_chunk=3, noise_fn=_test_noise(learner, episodes))
+    alone = learner.adapt(xs[1:], ys[1:], 4, first_order=True, noise_fn=_test_noise(learner, episodes, ids=(1,)))
+    looped = learner.adapt(xs[1:], ys[1:], 4, vectorized=False, first_order=True,
+                           noise_fn=_test_noise(learner, episodes, ids=(1,)))[0]
+    other = learner.adapt(xs[1:], ys[1:], 4, first_order=True, noise_fn=_test_noise(learner, episodes, (1,), 6))
+    for name in batched:
+        torch.testing.assert_close(batched[name][1], alone[name][0], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(looped[name].detach(), alone[name][0], rtol=1e-10, atol=1e-12)
+    assert any((other[n] - alone[n]).abs().max() > 1e-8 for n in alone)
 
 
 def test_affine_batch_norm_is_adapted_and_its_gradients_are_right():
