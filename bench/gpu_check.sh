@@ -29,11 +29,11 @@ case "${1:-all}" in
     touch -m -d "$MTIME" .gpu_data/omniglot/*.zip
     python -c "from bench.data.registry import load_bank; [load_bank('omniglot', s, '.gpu_data') for s in ('train', 'test')]"
     du -sh .gpu_data .gpu_cache ;;
-  tests)    part tests 150 python -m pytest -q -rfE tests/test_cuda_graph.py ;;
-  speed)    part speed 250 python -m bench.speed --device cuda --budget-s 190 --test-cap-s 20 --out "$out/speed.json" ;;
+  tests)    part tests 120 python -m pytest -q -rfE tests/test_cuda_graph.py ;;
+  speed)    part speed 225 python -m bench.speed --device cuda --budget-s 175 --test-cap-s 18 --out "$out/speed.json" ;;
   learning) touch -m -d "$MTIME" .gpu_data/omniglot/*.zip
-            part learning 240 python -m bench.learning_check --device cuda --data-root .gpu_data --budget-s 215 \
-              --test-reserve-s 75 --episodes 500 --out "$out/learning_check.json" ;;
+            part learning 225 python -m bench.learning_check --device cuda --data-root .gpu_data --budget-s 200 \
+              --test-reserve-s 70 --episodes 500 --out "$out/learning_check.json" ;;
   all)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
     python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
