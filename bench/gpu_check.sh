@@ -32,8 +32,11 @@ case "${1:-all}" in
   tests)    part tests 120 python -m pytest -q -rfE tests/test_cuda_graph.py ;;
   speed)    part speed 225 python -m bench.speed --device cuda --budget-s 175 --test-cap-s 18 --out "$out/speed.json" ;;
   learning) touch -m -d "$MTIME" .gpu_data/omniglot/*.zip
+            # keep for meta-test what the speed part measured for 20-way 1-shot (both cells), else 80 s
+            reserve=$(python -c "import json; t = json.load(open('$out/speed.json'))['protocols']['omniglot_20w1s']
+print(int(min(150, max(40, 1.6 * t['meta_test']['seconds'] * 500 / 1000 + 15))))" 2>/dev/null || echo 80)
             part learning 225 python -m bench.learning_check --device cuda --data-root .gpu_data --budget-s 200 \
-              --test-reserve-s 70 --episodes 500 --out "$out/learning_check.json" ;;
+              --test-reserve-s "$reserve" --episodes 500 --out "$out/learning_check.json" ;;
   all)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
     python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
