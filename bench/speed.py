@@ -30,7 +30,7 @@ from bench.errors import UserError
 from bench.evaluate import meta_test
 from bench.protocol import load_protocol, protocol_names
 from bench.timing import PeakMemory, call_ms, median_ms, precision_settings
-from bench.train import make_optimizer, outer_step
+from bench.train import CUDNN_BENCHMARK, make_optimizer, outer_step
 
 # protocol -> (ms per step at most, per-task loop / graph step at least); GPU targets
 TARGETS = {"omniglot_20w1s": (25.0, 15.0), "omniglot_20w5s": (60.0, 5.0), "mini_5w1s": (30.0, 6.0),
@@ -122,7 +122,7 @@ def time_test(exp: Experiment, sampler: EpisodeSampler, args: argparse.Namespace
     """Seconds of meta_test per args.test_episodes: whole test batches after one warm-up batch, stopping at
     `measured` episodes or past cap_s seconds, then extrapolated linearly."""
     learner, batch = exp.learner, exp.protocol.test_batch
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
 
     def run(n: int) -> dict[str, Any]:
         return meta_test(learner, sampler, n, batch, samples=args.test_samples, progress=False,

@@ -71,5 +71,7 @@ class InformationDropout(InformationRegularizer):
         self.require_in_range("alpha_max", 0.0, 1.0, low_inclusive=False)
 
     def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_alpha = F.logsigmoid(rho) + math.log(self.hyper["alpha_max"])
+        # log sigmoid(rho) written as -softplus(-rho): F.logsigmoid's batching rule fails under nested vmap on CUDA
+        # ("SmallVector unable to grow", torch 2.11, H100), so tests/test_cuda_graph.py failed on this line
+        log_alpha = -F.softplus(-rho) + math.log(self.hyper["alpha_max"])
         return a * torch.exp(log_alpha.exp() * eps), -log_alpha
