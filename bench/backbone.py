@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.hooks import ForwardContext, Regularizer
+from bench.ops import batch_norm, max_pool_2x2
 
 N_BLOCKS = 4
 
@@ -21,6 +22,7 @@ class BackboneSpec:
     ways: int
     bn_mode: str = "shift"       # "shift": beta only, meta-learned (release); "affine": gamma + beta, adapted
     bn_eps: float = 1e-3         # tf.contrib.layers.batch_norm default, as in the release
+    outside_vmap: bool = False   # True on the per-task path: stock batch norm and the fast CPU pool (bench/ops.py)
 
     def block_input_shape(self, block: int) -> tuple[int, int, int]:
         """(C, H, W) of the input of block 1..4 (each block halves H and W by its pool)."""
@@ -70,16 +72,6 @@ def init_backbone(spec: BackboneSpec, generator: torch.Generator,
     return adapted, meta_only
 
 
-def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """Transductive batch norm from elementary ops (exact second-order gradients under vmap, unlike F.batch_norm)."""
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
-    y = (x - mean) * torch.rsqrt(var + eps)
-    if gamma is not None:
-        y = y * gamma.view(1, -1, 1, 1)
-    return y + beta.view(1, -1, 1, 1)
-
-
 def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor, reg: Regularizer,
             ctx: ForwardContext) -> torch.Tensor:
     """Logits of conv4 on x [n, C, H, W]; the regularizer perturbs weights, features and logits via ctx."""
@@ -88,9 +80,10 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
     for l in range(1, N_BLOCKS + 1):
         f = F.conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"], padding=1)
         f = reg.on_preactivation(l, h, f, ctx)            # Eq. 6: f * z, z = softplus(a)
-        a = F.relu(batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps))
+        a = F.relu(batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps,
+                              spec.outside_vmap))
         a = reg.on_activation(l, h, a, ctx)
-        h = reg.on_features(l, F.max_pool2d(a, 2), ctx)
+        h = reg.on_features(l, max_pool_2x2(a, spec.outside_vmap), ctx)
     features = h.flatten(1)
     logits = F.linear(features, params["head.weight"], params["head.bias"])
     return reg.on_logits(features, logits, ctx)

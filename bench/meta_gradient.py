@@ -4,6 +4,8 @@ lean CPU path), or the per-task reference loop with one backward ("reference"). 
 up to floating-point summation order (tested in float64)."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -26,13 +28,14 @@ def _per_task(learner: MetaLearner, ep: Episodes) -> tuple[torch.Tensor, torch.T
     noise_fn, samples = learner.noise_fn(n, batch), learner.samples(learner.config.mc_train)
     noises = [noise_fn(k, 0, samples) for k in range(learner.config.inner_steps)]
     targets = learner.one_hot(ep.y_support)
+    spec = dataclasses.replace(learner.spec, outside_vmap=True)         # stock batch norm, fast CPU pool
     params = learner.parameters()
     total = [torch.zeros_like(p) for p in params]
     losses, accuracies = [], []
     for b in range(batch):
-        adapted = adapt_task(learner.spec, learner.reg, dict(learner.adapted), learner.meta_only, learner.lrs(),
+        adapted = adapt_task(spec, learner.reg, dict(learner.adapted), learner.meta_only, learner.lrs(),
                              ep.x_support[b], targets[b], task_noises(noises, b), learner.config.first_order)
-        logits = query_logits(learner.spec, learner.reg, adapted, learner.meta_only, ep.x_query[b])
+        logits = query_logits(spec, learner.reg, adapted, learner.meta_only, ep.x_query[b])
         loss = F.cross_entropy(logits, ep.y_query[b])                       # Eq. 4, task b
         for acc, g in zip(total, _grads_or_zeros(loss / batch, params)):
             acc.add_(g)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from bench.backbone import BackboneSpec
 from bench.hooks import ForwardContext, Params, Regularizer
+from bench.ops import softplus
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
@@ -53,7 +53,7 @@ class VIB(InformationRegularizer):
     prefix = "vib"
 
     def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sigma = F.softplus(rho)
+        sigma = softplus(rho)
         kl = 0.5 * (a.square() + sigma.square() - 1 - 2 * torch.log(sigma))
         return a + sigma * eps, kl
 
@@ -73,5 +73,5 @@ class InformationDropout(InformationRegularizer):
     def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # log sigmoid(rho) written as -softplus(-rho): F.logsigmoid's batching rule fails under nested vmap on CUDA
         # ("SmallVector unable to grow", torch 2.11, H100), so tests/test_cuda_graph.py failed on this line
-        log_alpha = -F.softplus(-rho) + math.log(self.hyper["alpha_max"])
+        log_alpha = -softplus(-rho) + math.log(self.hyper["alpha_max"])
         return a * torch.exp(log_alpha.exp() * eps), -log_alpha

@@ -3,11 +3,11 @@ plus the release's additive noise on the logits."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from bench.backbone import BackboneSpec
 from bench.errors import UserError
 from bench.hooks import ForwardContext, Params, Regularizer
+from bench.ops import softplus
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
@@ -57,10 +57,10 @@ class MetaDropout(Regularizer):
         a = self.mu(block, h_in, ctx.params)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]          # Eq. 5: a ~ N(mu, I)
-        return f * F.softplus(a)                       # Eq. 6: f o softplus(a)
+        return f * softplus(a)                       # Eq. 6: f o softplus(a)
 
     def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if not (ctx.stochastic and self.logit_noise):
             return logits
-        sigma = F.softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
+        sigma = softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
         return logits + sigma.unsqueeze(-1) * ctx.noise["eps_logits"]

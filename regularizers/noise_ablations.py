@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from bench.backbone import N_BLOCKS, BackboneSpec
 from bench.hooks import ForwardContext, Params, Regularizer
+from bench.ops import softplus
 from regularizers.meta_dropout import MetaDropout
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
@@ -34,7 +34,7 @@ class FixedGaussian(Regularizer):
         a = self.mean(block, h_in, ctx.params)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]          # Eq. 5 with the table's mean
-        return f * F.softplus(a)                       # Eq. 6
+        return f * softplus(a)                       # Eq. 6
 
 
 class IndependentGaussian(FixedGaussian):
@@ -84,7 +84,7 @@ class WeightGaussian(Regularizer):
     def perturb_weights(self, params: Params, ctx: ForwardContext) -> Params:
         if not ctx.stochastic:
             return params
-        noisy = {n: params[n] + F.softplus(params[f"phi.rho.{n}"]) * eps for n, eps in ctx.noise.items()}
+        noisy = {n: params[n] + softplus(params[f"phi.rho.{n}"]) * eps for n, eps in ctx.noise.items()}
         return {**params, **noisy}
 
 
@@ -97,7 +97,7 @@ class DeterministicMetaDropout(MetaDropout):
     draws_noise = False
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return f * F.softplus(self.mu(block, h_in, ctx.params))
+        return f * softplus(self.mu(block, h_in, ctx.params))
 
 
 class MetaDropoutLearnedVariance(MetaDropout):
@@ -113,9 +113,9 @@ class MetaDropoutLearnedVariance(MetaDropout):
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         a = self.mu(block, h_in, ctx.params)
         if ctx.stochastic:
-            sigma = F.softplus(conv_on_input(ctx.params, "phi.sigma.conv", block, h_in))
+            sigma = softplus(conv_on_input(ctx.params, "phi.sigma.conv", block, h_in))
             a = a + sigma * ctx.noise[f"eps{block}"]
-        return f * F.softplus(a)
+        return f * softplus(a)
 
 
 class MetaDropoutAdditive(MetaDropout):
@@ -134,4 +134,4 @@ class MetaDropoutAdditive(MetaDropout):
         a = self.mu(block, h_in, ctx.params)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]
-        return f + self.hyper["scale"] * F.softplus(a)
+        return f + self.hyper["scale"] * softplus(a)

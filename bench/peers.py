@@ -1,0 +1,269 @@
+"""Benchmark (not a test): one meta-training step on the CPU (forward, second-order meta-gradient, clipping, Adam),
+the suite against the generic MAML libraries run as their users run them (`higher`, learn2learn, a plain
+torch.func per-task loop; each skipped with a note when not installed), with MAML and MAML + meta-dropout on
+random Omniglot-shaped episodes. Same initial parameters, inputs and (for the gradient check) noise; meta-gradients
+compared; repetitions interleaved; medians, ratios, load average. Peak memory of a step is measured for each
+implementation in a fresh process. Then meta-test: the suite's meta_test against a naive per-episode, per-sample
+loop on the same episodes and noise.
+
+    python -m bench.peers [--configs all|name,...] [--reps 5] [--test-episodes 12] [--out results/peers.json]
+
+Install the peers with `pip install -e ".[peers]"` (learn2learn: see the README)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+
+from bench.api import Experiment, build_experiment
+from bench.episode_noise import EpisodeNoise
+from bench.episodes import EpisodeSampler, Episodes
+from bench.evaluate import meta_test
+from bench.meta_gradient import meta_gradients
+from bench.peer_models import PEERS, PeerConv4, PeerStep
+from bench.protocol import load_protocol
+from bench.speed import write_report
+from bench.timing import PeakMemory
+from bench.train import make_optimizer, outer_step
+
+# name -> (protocol overrides on omniglot_20w1s, intra-op threads), as in the issue's measurements
+CONFIGS = {"omniglot_5w1s_B4": ({"ways": 5, "meta_batch": 4}, 2), "omniglot_20w1s_B8": ({}, 1)}
+REGULARIZERS = ("none", "meta_dropout")
+SUITE = "suite"
+TEST_CONFIG = ({"ways": 5, "meta_batch": 4, "mc_test": 30}, 1)       # meta-test: 5-way 1-shot, S = 30, 1 thread
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="all", help=f"'all' or some of {', '.join(CONFIGS)}")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per implementation (interleaved)")
+    parser.add_argument("--test-episodes", type=int, default=12, help="meta-test episodes per implementation")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
+    parser.add_argument("--out", type=Path, default=Path("results/peers.json"))
+    parser.add_argument("--memory-probe", nargs=3, metavar=("CONFIG", "REGULARIZER", "IMPLEMENTATION"),
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def setup(config: str, regularizer: str, seed: int = 0) -> tuple[Experiment, Episodes]:
+    """The suite's experiment (CPU, its automatic execution path) on random episodes of the config's shape."""
+    overrides, threads = CONFIGS.get(config, TEST_CONFIG)
+    torch.set_num_threads(threads)
+    p = load_protocol("omniglot_20w1s", overrides=overrides)
+    p = dataclasses.replace(p, dataset="synthetic", data_options={"image_shape": [1, 28, 28], "n_per_class": 20})
+    exp = build_experiment(p, regularizer=regularizer, seed=seed)
+    episodes = EpisodeSampler(exp.train_bank, p.ways, p.shots, p.queries, seed=seed).sample(p.meta_batch)
+    return exp, episodes
+
+
+def available_peers() -> tuple[list[str], list[str]]:
+    """(installed peers, notes on the missing ones)."""
+    names, notes = [], []
+    for name, (module, _) in PEERS.items():
+        if module is None or importlib.util.find_spec(module) is not None:
+            names.append(name)
+        else:
+            notes.append(f"{name}: not installed (pip install -e '.[peers]'), skipped")
+    return names, notes
+
+
+def draw_noise(exp: Experiment, episodes: Episodes, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """Every inner step's training noise for the meta-batch, drawn as the suite's step draws it."""
+    learner = exp.learner
+    batch, n = episodes.x_support.shape[:2]
+    return [learner.reg.sample_noise(learner.spec, n, (batch, 1), generator, learner.device, learner.dtype)
+            if learner.reg.draws_noise else {} for _ in range(learner.config.inner_steps)]
+
+
+def steps(exp: Experiment, peers: list[str]) -> dict[str, Callable[[Episodes], Any]]:
+    """Each implementation's full step from the same initial state; peers draw fresh noise every step."""
+    learner, meta_lr = exp.learner, exp.protocol.meta_lr
+    suite_opt = make_optimizer(learner, meta_lr)
+    out: dict[str, Callable[[Episodes], Any]] = {SUITE: lambda ep: outer_step(learner, suite_opt, ep)}
+    for name in peers:
+        peer, generator = PeerStep(name, learner, meta_lr), torch.Generator().manual_seed(1)
+        out[name] = lambda ep, peer=peer, generator=generator: peer(ep, draw_noise(exp, ep, generator))
+    return out
+
+
+def gradient_check(exp: Experiment, episodes: Episodes, peers: list[str]) -> dict[str, float]:
+    """Largest relative difference (per tensor, to its largest entry) between each peer's meta-gradients and the
+    suite's, on the same noise."""
+    learner = exp.learner
+    state = learner.noise_generator.get_state()
+    _, _, grads = meta_gradients(learner, episodes)
+    suite = dict(zip(learner.named_parameters(), grads))
+    learner.noise_generator.set_state(state)
+    noise = draw_noise(exp, episodes, learner.noise_generator)
+    learner.noise_generator.set_state(state)
+    out = {}
+    for name in peers:
+        peer = PeerStep(name, learner, exp.protocol.meta_lr)
+        peer.gradients(episodes, noise)
+        out[name] = max(float((g - suite[n]).abs().max() / suite[n].abs().max().clamp_min(1e-30))
+                        for n, g in peer.named_gradients().items())
+    return out
+
+
+def time_interleaved(fns: dict[str, Callable[[Episodes], Any]], episodes: Episodes, reps: int) -> dict[str, dict]:
+    """Median seconds per call of each function, one warm-up call each, then `reps` rounds in rotating order."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn(episodes)
+    order = list(fns)
+    for rep in range(reps):
+        for name in order[rep % len(order):] + order[:rep % len(order)]:
+            began = time.perf_counter()
+            fns[name](episodes)
+            times[name].append(time.perf_counter() - began)
+    return {name: {"ms_median": 1000 * statistics.median(t), "ms_min": 1000 * min(t), "reps": len(t)}
+            for name, t in times.items()}
+
+
+def memory_probe(config: str, regularizer: str, implementation: str) -> int:
+    """Peak-RSS growth of two steps of one implementation above its set-up baseline (run in a fresh process)."""
+    exp, episodes = setup(config, regularizer)
+    fn = steps(exp, [] if implementation == SUITE else [implementation])[implementation]
+    with PeakMemory(torch.device("cpu")) as peak:
+        fn(episodes)
+        fn(episodes)
+    return peak.bytes
+
+
+def measure_memory(config: str, regularizer: str, implementations: list[str]) -> dict[str, int | str]:
+    """memory_probe of every implementation, each in its own process."""
+    out: dict[str, int | str] = {}
+    for name in implementations:
+        proc = subprocess.run([sys.executable, "-m", "bench.peers", "--memory-probe", config, regularizer, name],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        out[name] = int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-300:]
+    return out
+
+
+def naive_test_episode(exp: Experiment, episodes: Episodes, noise: EpisodeNoise) -> float:
+    """One test episode the naive way: a stock-op module, each Monte-Carlo sample's inner gradient by its own
+    forward and backward, averaged; accuracy in percent."""
+    learner = exp.learner
+    model = PeerConv4(learner.spec, learner.adapted, meta_dropout=learner.reg.name == "meta_dropout")
+    meta = {n: v.detach() for n, v in learner.meta_only.items()}
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    samples = learner.samples(learner.config.mc_test)
+    x, y = episodes.x_support[0], episodes.y_support[0]
+    for k in range(learner.config.inner_steps):
+        step_noise = noise(k, 0, samples)
+        total = [torch.zeros_like(p) for p in params.values()]
+        for s in range(samples):
+            sample = {n: v[0, s] for n, v in step_noise.items()} or None
+            loss = F.cross_entropy(torch.func.functional_call(model, params, (x, meta, sample)), y)
+            for t, g in zip(total, torch.autograd.grad(loss, list(params.values()))):
+                t.add_(g, alpha=1 / samples)
+        params = {n: (p - learner.config.inner_lr * g).detach().requires_grad_(True)
+                  for (n, p), g in zip(params.items(), total)}
+    with torch.no_grad():
+        logits = torch.func.functional_call(model, params, (episodes.x_query[0], meta))
+    return float(100 * (logits.argmax(-1) == episodes.y_query[0]).double().mean())
+
+
+def measure_meta_test(episodes_count: int) -> dict[str, Any]:
+    """Episodes per second of the suite's meta_test and of the naive loop on the same episodes and noise."""
+    exp, _ = setup("meta_test", "meta_dropout")
+    p, seed = exp.protocol, 7
+    began = time.perf_counter()
+    suite = meta_test(exp.learner, EpisodeSampler(exp.test_bank, p.ways, p.shots, p.queries, seed=seed),
+                      episodes_count, p.test_batch, progress=False, sample_chunk=p.test_sample_chunk, seed=seed)
+    suite_s = time.perf_counter() - began
+    sampler = EpisodeSampler(exp.test_bank, p.ways, p.shots, p.queries, seed=seed)
+    began, naive = time.perf_counter(), []
+    for e in range(episodes_count):
+        ep = sampler.sample(1)
+        naive.append(naive_test_episode(exp, ep, EpisodeNoise(exp.learner, [e], ep.x_support.shape[1], seed)))
+    naive_s = time.perf_counter() - began
+    return {"protocol": "omniglot 5-way 1-shot, S = 30, meta-dropout, 1 thread", "episodes": episodes_count,
+            "test_batch": p.test_batch, "execution": exp.learner.config.execution,
+            "suite_episodes_per_s": episodes_count / suite_s, "naive_episodes_per_s": episodes_count / naive_s,
+            "speedup": naive_s / suite_s, "same_accuracies": suite["accuracies"] == naive,
+            "suite_accuracies": suite["accuracies"], "naive_accuracies": naive}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every config x regularizer: gradient check, interleaved timing, memory; then meta-test."""
+    peers, notes = available_peers()
+    names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
+    report: dict[str, Any] = {"torch": torch.__version__, "cpu_count": os.cpu_count(), "peers": peers,
+                              "notes": notes, "reps": args.reps, "rows": []}
+    for config in names:
+        for regularizer in REGULARIZERS:
+            load_before = os.getloadavg()[0]
+            exp, episodes = setup(config, regularizer)
+            row = {"config": config, "regularizer": regularizer, "threads": torch.get_num_threads(),
+                   "execution": exp.learner.config.execution,
+                   "gradient_rel_diff": gradient_check(exp, episodes, peers),
+                   "times": time_interleaved(steps(exp, peers), episodes, args.reps),
+                   "load_average": [load_before, os.getloadavg()[0]]}
+            fastest = min(peers, key=lambda n: row["times"][n]["ms_median"]) if peers else None
+            row["fastest_peer"] = fastest
+            row["speedup_vs_fastest_peer"] = (row["times"][fastest]["ms_median"] / row["times"][SUITE]["ms_median"]
+                                              if fastest else None)
+            if not args.no_memory:
+                row["peak_bytes"] = measure_memory(config, regularizer, [SUITE, *peers])
+            report["rows"].append(row)
+            write_report(report, args.out)
+            print(f"{config} {regularizer}: " + ", ".join(f"{n} {t['ms_median']:.0f} ms"
+                                                          for n, t in row["times"].items()), file=sys.stderr)
+    if args.test_episodes:
+        report["meta_test"] = measure_meta_test(args.test_episodes)
+    report["load_average_end"] = os.getloadavg()
+    write_report(report, args.out)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """The step table (ms, ratio to the fastest peer, memory, gradient agreement) and the meta-test line."""
+    impls = [SUITE, *report["peers"]]
+    table = []
+    for r in report["rows"]:
+        mem = r.get("peak_bytes", {})
+        table.append([f"{r['config']} ({r['threads']} thr)", r["regularizer"],
+                      *(f"{r['times'][n]['ms_median']:.0f}" for n in impls),
+                      "-" if r["speedup_vs_fastest_peer"] is None else f"{r['speedup_vs_fastest_peer']:.2f}x",
+                      " / ".join(f"{mem[n] / 2**30:.2f}" if isinstance(mem.get(n), int) else "-" for n in impls),
+                      max(r["gradient_rel_diff"].values(), default=0.0), f"{r['load_average'][1]:.1f}"])
+    headers = ["config", "regularizer", *(f"{n} ms" for n in impls), "suite speed-up vs fastest peer",
+               "peak GiB (" + " / ".join(impls) + ")", "max rel. grad diff", "load avg"]
+    lines = [f"torch {report['torch']}, {report['cpu_count']} CPUs; medians of {report['reps']} interleaved steps",
+             *report["notes"], tabulate(table, headers=headers, disable_numparse=True)]
+    if "meta_test" in report:
+        m = report["meta_test"]
+        lines.append(f"meta-test ({m['protocol']}, {m['episodes']} episodes, execution {m['execution']}): suite "
+                     f"{m['suite_episodes_per_s']:.2f} episodes/s, naive loop {m['naive_episodes_per_s']:.2f}: "
+                     f"{m['speedup']:.2f}x; same per-episode accuracies: {m['same_accuracies']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or one memory probe), print the table, write the JSON."""
+    args = parse_args(argv)
+    if args.memory_probe:
+        print(memory_probe(*args.memory_probe))
+        return 0
+    report = run(args)
+    print(render(report))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
