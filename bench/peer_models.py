@@ -51,51 +51,53 @@ def _task_noise(noise: Noise, b: int, k: int) -> dict[str, torch.Tensor] | None:
     return {n: v[b, 0] for n, v in noise[k].items()} if noise and noise[k] else None
 
 
+def _per_task(ep: Episodes, task_loss: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """Backward of each task's query loss / B as soon as it is computed (one task's graph alive at a time)."""
+    batch, total = ep.x_support.shape[0], 0.0
+    for b in range(batch):
+        loss = task_loss(b) / batch
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
 def _higher(model: PeerConv4, meta: dict, ep: Episodes, noise: Noise, inner_lr: float, steps: int) -> torch.Tensor:
     import higher
     inner = torch.optim.SGD(model.parameters(), lr=inner_lr)
-    batch, total = ep.x_support.shape[0], 0.0
-    for b in range(batch):
+
+    def task_loss(b: int) -> torch.Tensor:
         with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (fmodel, diffopt):
             for k in range(steps):
                 diffopt.step(F.cross_entropy(fmodel(ep.x_support[b], meta, _task_noise(noise, b, k)),
                                              ep.y_support[b]))
-            loss = F.cross_entropy(fmodel(ep.x_query[b], meta), ep.y_query[b]) / batch
-            loss.backward()
-            total += loss.detach()
-    return total
+            return F.cross_entropy(fmodel(ep.x_query[b], meta), ep.y_query[b])
+    return _per_task(ep, task_loss)
 
 
 def _learn2learn(model: PeerConv4, meta: dict, ep: Episodes, noise: Noise, inner_lr: float,
                  steps: int) -> torch.Tensor:
     import learn2learn
     maml = learn2learn.algorithms.MAML(model, lr=inner_lr, first_order=False)
-    batch, total = ep.x_support.shape[0], 0.0
-    for b in range(batch):
+
+    def task_loss(b: int) -> torch.Tensor:
         learner = maml.clone()
         for k in range(steps):
-            learner.adapt(F.cross_entropy(learner(ep.x_support[b], meta, _task_noise(noise, b, k)),
-                                          ep.y_support[b]))
-        loss = F.cross_entropy(learner(ep.x_query[b], meta), ep.y_query[b]) / batch
-        loss.backward()
-        total += loss.detach()
-    return total
+            learner.adapt(F.cross_entropy(learner(ep.x_support[b], meta, _task_noise(noise, b, k)), ep.y_support[b]))
+        return F.cross_entropy(learner(ep.x_query[b], meta), ep.y_query[b])
+    return _per_task(ep, task_loss)
 
 
 def _torch_func(model: PeerConv4, meta: dict, ep: Episodes, noise: Noise, inner_lr: float,
                 steps: int) -> torch.Tensor:
-    batch, total = ep.x_support.shape[0], 0.0
-    for b in range(batch):
+    def task_loss(b: int) -> torch.Tensor:
         params = dict(model.named_parameters())
         for k in range(steps):
-            loss = F.cross_entropy(functional_call(model, params, (ep.x_support[b], meta, _task_noise(noise, b, k))),
-                                   ep.y_support[b])
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            logits = functional_call(model, params, (ep.x_support[b], meta, _task_noise(noise, b, k)))
+            grads = torch.autograd.grad(F.cross_entropy(logits, ep.y_support[b]), list(params.values()),
+                                        create_graph=True)
             params = {n: p - inner_lr * g for (n, p), g in zip(params.items(), grads)}
-        loss = F.cross_entropy(functional_call(model, params, (ep.x_query[b], meta)), ep.y_query[b]) / batch
-        loss.backward()
-        total += loss.detach()
-    return total
+        return F.cross_entropy(functional_call(model, params, (ep.x_query[b], meta)), ep.y_query[b])
+    return _per_task(ep, task_loss)
 
 
 PEERS: dict[str, tuple[str | None, Callable]] = {     # name -> (module it needs, per-task meta-gradient loop)
