@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -21,9 +20,8 @@ import torch
 from scipy import stats
 
 from bench.api import Experiment, build_experiment
-from bench.errors import UserError
 from bench.protocol import load_protocol, parse_overrides
-from bench.speed import write_report
+from bench.report_cli import report_main, write_report
 from bench.timing import precision_settings
 
 ROWS = {"maml": "none", "maml+meta_dropout": "meta_dropout"}
@@ -119,17 +117,7 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the check, print the summary, write the JSON; 2 on bad input."""
-    args = parse_args(argv)
-    try:
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
-        report = run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(render(report))
-    print(f"wrote {args.out}")
-    return 0
+    return report_main(parse_args(argv), run, render)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import json
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from bench.evaluate import meta_test
 from bench.meta_gradient import meta_gradients
 from bench.peer_models import PEERS, PeerConv4, PeerStep
 from bench.protocol import load_protocol
-from bench.speed import write_report
+from bench.report_cli import write_report
 from bench.timing import PeakMemory
 from bench.train import make_optimizer, outer_step
 

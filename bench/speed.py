@@ -26,9 +26,9 @@ from tabulate import tabulate
 from bench.api import Experiment, build_experiment
 from bench.cuda_graph import GraphedStep
 from bench.episodes import EpisodeSampler, Episodes
-from bench.errors import UserError
 from bench.evaluate import meta_test
 from bench.protocol import load_protocol, protocol_names
+from bench.report_cli import report_main, write_report
 from bench.timing import PeakMemory, call_ms, median_ms, precision_settings
 from bench.train import CUDNN_BENCHMARK, make_optimizer, outer_step
 
@@ -223,14 +223,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
-    """Write the JSON report (atomically enough for a benchmark: a temp file renamed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
-
-
 def _cell(measurement: dict[str, Any], key: str, fmt: str) -> str:
     """A measured value, or why it is missing (error, skipped)."""
     if key in measurement:
@@ -267,17 +259,7 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON."""
-    args = parse_args(argv)
-    try:
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
-        report = run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(render(report))
-    print(f"wrote {args.out}")
-    return 0
+    return report_main(parse_args(argv), run, render)
 
 
 if __name__ == "__main__":
