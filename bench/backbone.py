@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.hooks import ForwardContext, Regularizer
-from bench.ops import batch_norm, max_pool_2x2
+from bench.ops import batch_norm
 
 N_BLOCKS = 4
 
@@ -22,7 +22,7 @@ class BackboneSpec:
     ways: int
     bn_mode: str = "shift"       # "shift": beta only, meta-learned (release); "affine": gamma + beta, adapted
     bn_eps: float = 1e-3         # tf.contrib.layers.batch_norm default, as in the release
-    outside_vmap: bool = False   # True on the per-task path: stock batch norm and the fast CPU pool (bench/ops.py)
+    outside_vmap: bool = False   # True on the per-task path: the stock batch norm kernel (bench/ops.py)
 
     def block_input_shape(self, block: int) -> tuple[int, int, int]:
         """(C, H, W) of the input of block 1..4 (each block halves H and W by its pool)."""
@@ -83,7 +83,7 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
         a = F.relu(batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps,
                               spec.outside_vmap))
         a = reg.on_activation(l, h, a, ctx)
-        h = reg.on_features(l, max_pool_2x2(a, spec.outside_vmap), ctx)
+        h = reg.on_features(l, F.max_pool2d(a, 2), ctx)
     features = h.flatten(1)
     logits = F.linear(features, params["head.weight"], params["head.bias"])
     return reg.on_logits(features, logits, ctx)

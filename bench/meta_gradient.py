@@ -28,7 +28,7 @@ def _per_task(learner: MetaLearner, ep: Episodes) -> tuple[torch.Tensor, torch.T
     noise_fn, samples = learner.noise_fn(n, batch), learner.samples(learner.config.mc_train)
     noises = [noise_fn(k, 0, samples) for k in range(learner.config.inner_steps)]
     targets = learner.one_hot(ep.y_support)
-    spec = dataclasses.replace(learner.spec, outside_vmap=True)         # stock batch norm, fast CPU pool
+    spec = dataclasses.replace(learner.spec, outside_vmap=True)         # the stock batch-norm kernel
     params = learner.parameters()
     total = [torch.zeros_like(p) for p in params]
     losses, accuracies = [], []

@@ -1,6 +1,6 @@
-"""Elementwise and pooling kernels where the CPU profile says the stock ones cost: the same functions as
-F.softplus and F.max_pool2d(x, 2) (values, first and second derivatives; tests/test_ops.py in float64), faster on
-the CPU. On a GPU the stock kernels are used."""
+"""Kernels where the CPU profile says the stock ones cost: softplus without log1p (the same function as F.softplus,
+values, first and second derivatives, tests/test_ops.py in float64; on a GPU the stock kernel is used), and the
+batch norm that is exact in each setting (elementary ops under vmap, the stock kernel outside it)."""
 from __future__ import annotations
 
 import torch
@@ -36,42 +36,6 @@ class _Softplus(torch.autograd.Function):
 def softplus(x: torch.Tensor) -> torch.Tensor:
     """log(1 + exp(x)): the log1p-free rewrite on the CPU, the stock kernel elsewhere."""
     return _Softplus.apply(x) if x.device.type == "cpu" else F.softplus(x)
-
-
-class _MaxPool2x2(torch.autograd.Function):
-    """F.max_pool2d(x, 2) for NCHW input outside vmap: the window maximum from three strided comparisons (the
-    stock CPU kernel is ~30x slower here), with the stock kernel's tie rule (the first maximum in row-major
-    order, NaN wins) and its indices, so the stock backward (and its derivative) applies unchanged."""
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h2, w2 = x.shape[-2] // 2, x.shape[-1] // 2
-        m, idx = x[..., 0:2 * h2:2, 0:2 * w2:2], torch.zeros((), dtype=torch.long, device=x.device)
-        for code, (di, dj) in enumerate(((0, 1), (1, 0), (1, 1)), start=1):
-            candidate = x[..., di:2 * h2:2, dj:2 * w2:2]
-            wins = (candidate > m) | candidate.isnan()
-            m, idx = torch.where(wins, candidate, m), torch.where(wins, code, idx)
-        rows = 2 * torch.arange(h2, device=x.device).view(-1, 1) + idx // 2
-        cols = 2 * torch.arange(w2, device=x.device).view(1, -1) + idx % 2
-        return m, rows * x.shape[-1] + cols
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0], output[1])
-        ctx.mark_non_differentiable(output[1])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-        x, indices = ctx.saved_tensors
-        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False,
-                                                               indices)
-
-
-def max_pool_2x2(x: torch.Tensor, outside_vmap: bool = False) -> torch.Tensor:
-    """2x2 max pooling, stride 2; the strided-comparison kernel on the CPU when the caller is outside vmap."""
-    if outside_vmap and x.device.type == "cpu":
-        return _MaxPool2x2.apply(x)[0]
-    return F.max_pool2d(x, 2)
 
 
 def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float,
