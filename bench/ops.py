@@ -40,10 +40,12 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 
 def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float,
                outside_vmap: bool = False) -> torch.Tensor:
-    """Transductive batch norm (the statistics of x itself). Under vmap it is written from elementary ops: the
-    stock kernel gives wrong second-order gradients there (REFERENCE.md); outside vmap the stock kernel is exact
-    (a unit scale stands in for a missing gamma: its double backward needs one) and several times cheaper."""
-    if outside_vmap:
+    """Transductive batch norm (the statistics of x itself) with the stock kernel where it is exact: outside vmap,
+    and on the CPU under vmap with the shift only (tested in float64 against the elementary form and finite
+    differences). Under vmap with a gamma, which the inner loop adapts per task, the stock kernel gives wrong
+    second-order gradients (REFERENCE.md), and on a GPU under vmap it is unverified: elementary ops there. A unit
+    scale stands in for a missing gamma (the stock double backward needs one)."""
+    if outside_vmap or (gamma is None and x.device.type == "cpu"):
         scale = gamma if gamma is not None else torch.ones_like(beta)
         return F.batch_norm(x, None, None, scale, beta, training=True, eps=eps)
     mean = x.mean(dim=(0, 2, 3), keepdim=True)

@@ -40,3 +40,22 @@ def test_stock_batch_norm_outside_vmap_equals_the_elementary_one():
         elementary = _first_and_second(lambda v: batch_norm(v, beta, scale, 1e-3), x, w)
         for a, b in zip(stock, elementary):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_stock_batch_norm_under_vmap_equals_the_elementary_one_for_the_shift_only():
+    """The CPU path runs the stock kernel under vmap when batch norm has no gamma: first and second derivatives
+    equal the elementary form's (the inner loop's gradient and the outer gradient through it)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 6, 5, 5, generator=gen, dtype=torch.float64)
+    w = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    beta = torch.randn(6, generator=gen, dtype=torch.float64)
+
+    def inner(xx, ww, b, stock):
+        return (batch_norm(xx, b, None, 1e-3, outside_vmap=stock).square() * ww).sum()
+
+    def outer(stock):
+        return vmap(grad(lambda xx, ww, b: grad(inner, argnums=2)(xx, ww, b, stock).square().sum(), argnums=(0, 2)),
+                    in_dims=(0, 0, None))(x, w, beta)
+
+    for a, b in zip(outer(True), outer(False)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
