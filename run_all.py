@@ -25,6 +25,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="override a protocol setting for every cell, e.g. --set iterations=2000")
     ap.add_argument("--dry-run", action="store_true", help="list the cells with a time estimate and stop")
     ap.add_argument("--render-only", action="store_true", help="only render tables from existing results")
+    ap.add_argument("--paired", action="store_true",
+                    help="add to each table a column block of paired differences to its reference row")
+    ap.add_argument("--claims", action="store_true",
+                    help="also run and render the tables the paper's claims need, and claims.md/.tex with verdicts "
+                         "(--table all does too)")
     ap.add_argument("--yes", action="store_true", help="run a paper-preset sweep without a GPU anyway")
     return ap.parse_args(argv)
 
