@@ -94,7 +94,7 @@ def _comparisons(claim: dict, results: list[dict]) -> list[Comparison]:
 def verdict(comparison: Comparison, expect: str, margin: float = 0.0, alpha: float = ALPHA) -> tuple[str, str]:
     """(verdict, reason) of one comparison under its Holm-adjusted primary p-value."""
     if comparison.status == "missing":
-        return "not run", comparison.reason
+        return "not run", ""                         # the comparison's line names both rows
     if comparison.status == "unpaired":
         return "inconclusive", f"unpaired: {comparison.reason}"
     estimate, significant = comparison.primary, comparison.p_holm < alpha

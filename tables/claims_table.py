@@ -6,7 +6,7 @@ from tables.claims import ClaimResult, Tested
 from tables.defs import load_table_def
 from tables.labels import column_text
 from tables.layout import Markup
-from tables.paired_table import fmt_interval, fmt_p, fmt_wtl, signed
+from tables.paired_table import fmt_interval, fmt_p, fmt_wtl, latex_headers, longtable, signed
 
 HEADERS = ["#", "Claim / comparison (row vs. reference)", "Paper Δ", "Measured Δ ± 95% CI", "Holm p",
            "Won / tied / lost (%)", "Verdict", "Episodes for 80% power", "Seeds for 80% power"]
@@ -84,8 +84,8 @@ def latex_quote(text: str) -> str:
     from tables.latex import escape_latex
     out = []
     for index, part in enumerate(text.split("$")):
-        if index % 2:                                  # between dollars: math, as the paper wrote it
-            out.append(f"${part}$")
+        if index % 2:                                  # between dollars: math, as the paper wrote it (no amsmath)
+            out.append("$" + part.replace(r"\boldsymbol", r"\mathbf") + "$")
         else:
             out.append(escape_latex(part).replace("γ", r"$\gamma$").replace("μ", r"$\mu$"))
     return "``" + "".join(out) + "''"
@@ -108,18 +108,13 @@ def render_claims_markdown(results: list[ClaimResult]) -> str:
 
 
 def render_claims_latex(results: list[ClaimResult]) -> str:
-    """claims.tex: the same as a LaTeX fragment (booktabs)."""
+    """claims.tex: the same as a LaTeX fragment (a booktabs longtable)."""
     from tables.latex import LATEX, escape_latex
-    headers = [escape_latex(h).replace("Δ", r"$\Delta$").replace("±", r"$\pm$") for h in HEADERS]
     body = []
     for kind, cells in claim_lines(results, LATEX):
         body += ([r"\midrule"] if kind == "claim" else []) + [" & ".join(cells) + r" \\"]
-    return "\n".join([
-        r"\begin{table}[htbp]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{3pt}",
-        r"\caption{Does the paper's claim reproduce? Paired tests on shared meta-test episodes}",
-        r"\label{tab:claims}", r"\begin{tabular}{@{}rp{6cm}rrrrp{2.6cm}rr@{}}", r"\toprule",
-        " & ".join(headers) + r" \\", *body, r"\bottomrule", r"\end{tabular}", "", r"\smallskip",
-        r"{\footnotesize\raggedright", *[f"{note}\\par" for note in claim_notes(results, LATEX)],
-        r"Sources (the paper's text):\par",
-        *[f"{s}\\par" for s in sources(results, escape_latex, latex_quote, r"\ldots{}")], "}",
-        r"\end{table}", ""])
+    notes = claim_notes(results, LATEX) + [r"Sources (the paper's text):"] + sources(
+        results, escape_latex, latex_quote, r"\ldots{}")
+    ragged = r">{\raggedright\arraybackslash}"
+    return longtable("Does the paper's claim reproduce? Paired tests on shared meta-test episodes", "tab:claims",
+                     f"@{{}}r{ragged}p{{6.5cm}}rrrr{ragged}p{{3cm}}rr@{{}}", latex_headers(HEADERS), body, notes)

@@ -28,6 +28,7 @@ class Markup:
     label: Callable[[dict], str]
     group: Callable[[dict], str]
     escape: Callable[[str], str]
+    stack: Callable[[str, str], str] = lambda top, bottom: f"{top} {bottom}"   # two parts of one cell
 
 
 @dataclass

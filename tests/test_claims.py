@@ -93,5 +93,25 @@ def test_claims_table_renders_every_claim():
         assert claim["claim"] in markdown and f"| **{number}** |" in markdown
     assert "reproduced" in markdown and "Sources" in markdown
     latex = render_claims_latex(claims)
-    assert latex.count(r"\midrule") == len(config["claims"])
+    assert latex.count(r"\midrule") == len(config["claims"]) + 2        # one per claim, two under the headers
     assert "γ" not in latex and "Δ" not in latex and "±" not in latex and "…" not in latex
+
+
+def test_claims_paired_and_paired_block_compile_with_pdflatex(tmp_path):
+    import shutil
+    import subprocess
+
+    from tables import latex_document, load_table_def, render_latex
+    from tables.paired_table import render_paired_latex
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not on PATH (install texlive-latex-base and texlive-latex-recommended)")
+    row, ref = noisy_shift(2.0)
+    results = {"table1": [result("maml_meta_dropout", row), result("maml", ref)]}
+    table1 = load_table_def("table1")
+    fragments = [render_latex(table1, results["table1"], paired=True), render_paired_latex([table1], results),
+                 render_claims_latex(evaluate_claims(load_claims(), results))]
+    (tmp_path / "t.tex").write_text(latex_document(fragments), encoding="utf-8")
+    done = subprocess.run(["pdflatex", "-halt-on-error", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "Overfull" not in done.stdout
