@@ -17,6 +17,7 @@ from bench.protocol import parse_overrides
 from bench.results import ResultStore
 from tables import latex_document, load_table_def, plot_robustness, render_latex, write_tables
 from tables.claims import claim_tables, load_claims
+from tables.curves import write_curves
 from tables.reports import write_reports
 
 TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig5": "fig5", "curves": "curves"}
@@ -47,7 +48,7 @@ def placed_results(store: ResultStore, cells: list[dict], table: str) -> list[di
 
 def render(store: ResultStore, cells: list[dict], tables: list[str], paired: bool = False,
            claims: bool = False) -> list[Path]:
-    """Write every asked table (and Figure 5), paired.md and, if asked, claims.md from whatever
+    """Write every asked table (Figure 5, the learning curves), paired.md and, if asked, claims.md from whatever
     results exist; paired adds the paired column block to the tables. Returns the files."""
     out_dir = store.root / "tables"
     written, fragments = [], []
@@ -56,6 +57,9 @@ def render(store: ResultStore, cells: list[dict], tables: list[str], paired: boo
         table_def = load_table_def(table)
         if table == "fig5":
             written += plot_robustness(table_def, results, out_dir)
+            continue
+        if table == "curves":
+            written += write_curves(table_def, results, out_dir)
             continue
         written += write_tables(table_def, results, out_dir, paired)
         fragments.append(render_latex(table_def, results, paired))

@@ -96,3 +96,19 @@ def test_bad_eval_at_is_one_clear_error():
         load_protocol("omniglot_20w1s", "smoke", {"eval_at": [0, 2]})
     with pytest.raises(UserError, match="eval_at"):
         load_protocol("omniglot_20w1s", "smoke", {"eval_at": 5})
+
+
+def test_table_curves_on_the_smoke_preset(tmp_path):
+    from run_all import main
+    assert main(["--table", "curves", "--preset", "smoke", "--device", "cpu", "--results", str(tmp_path)]) == 0
+    tables = tmp_path / "tables"
+    assert all((tables / f"curves.{ext}").stat().st_size > 0 for ext in ("png", "pdf", "md"))
+    markdown = (tables / "curves.md").read_text()
+    results = ResultStore(tmp_path).all_results()
+    assert len(results) == 3
+    final = next(line for line in markdown.splitlines() if line.startswith("| 8 |"))
+    for result in results.values():
+        assert [p["iteration"] for p in result["test_curve"]] == [2, 4, 8]
+        assert len({p["episodes"]["fingerprint"] for p in result["test_curve"]}) == 1
+        assert f"{result['test']['mean']:.2f} ± {result['test']['ci95']:.2f}" in final
+    assert "Holm p" in final
