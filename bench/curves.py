@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from bench import checkpoint
 from bench.atomic import write_text_atomic
 from bench.errors import UserError
+
+if TYPE_CHECKING:                          # bench.api imports bench.protocol, which imports this module
+    from bench.api import Experiment
 
 
 def check_eval_at(eval_at: list) -> None:
@@ -30,7 +34,7 @@ def curve_folder(checkpoint_path: Path) -> Path:
 class CurveRecorder:
     """Snapshots and meta-tests an experiment at its protocol's intermediate `eval_at` iterations."""
 
-    def __init__(self, experiment, folder: Path | None, progress: bool = False):
+    def __init__(self, experiment: Experiment, folder: Path | None, progress: bool = False):
         self.experiment, self.folder, self.progress = experiment, folder, progress
         protocol = experiment.protocol
         self.final = protocol.iterations
