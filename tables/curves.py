@@ -89,7 +89,8 @@ def _plot_column(axes, table_def: dict, grouped: dict, comparisons: list[Compari
             ax.set_xscale("log", base=2)
         ax.set_xlabel("meta-training iterations")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     top.set_title(column_text(column), fontsize=10)
     top.set_ylabel("meta-test accuracy (%)")
     bottom.set_ylabel("paired difference (points)")
