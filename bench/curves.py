@@ -16,6 +16,7 @@ from bench.errors import UserError
 
 if TYPE_CHECKING:                          # bench.api imports bench.protocol, which imports this module
     from bench.api import Experiment
+    from bench.learner import MetaLearner
 
 
 def check_eval_at(eval_at: list) -> None:
@@ -29,6 +30,13 @@ def check_eval_at(eval_at: list) -> None:
 def curve_folder(checkpoint_path: Path) -> Path:
     """Where a cell keeps its curve snapshots and evaluations: beside its checkpoint."""
     return checkpoint_path.with_suffix(".curve")
+
+
+def _copy_parameters(learner: MetaLearner, values: dict[str, torch.Tensor]) -> None:
+    """Copy meta-learned values into the learner's parameters in place (their addresses stay)."""
+    with torch.no_grad():
+        for name, parameter in learner.named_parameters().items():
+            parameter.copy_(values[name])
 
 
 class CurveRecorder:
@@ -81,17 +89,19 @@ class CurveRecorder:
         self._evaluate(done, state)
 
     def _evaluate(self, iteration: int, state: dict) -> dict:
-        """Meta-test `state` on the cell's fixed episodes, then restore the learner and every RNG as they were."""
+        """Meta-test the parameters of `state` on the cell's fixed episodes, then put the training parameters back.
+        The meta-test draws its noise from per-episode generators, so the training noise generator is never
+        touched (nor set: a CUDA graph may hold it); the global RNGs are forked."""
         learner = self.experiment.learner
         began = time.perf_counter()
-        current = learner.state_dict()
+        current = {name: value.detach().clone() for name, value in learner.named_parameters().items()}
         devices = [learner.device] if learner.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            learner.load_state_dict(state)
+            _copy_parameters(learner, state)
             try:
                 result = self.experiment.test(progress=self.progress)
             finally:
-                learner.load_state_dict(current)
+                _copy_parameters(learner, current)
         self.seconds += time.perf_counter() - began
         point = {"iteration": iteration, **result}
         if self.folder is None:
