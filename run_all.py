@@ -11,7 +11,7 @@ from bench.errors import UserError
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--table", default="all", help="1, 2, 3, fig5 or all (comma-separated for several)")
+    ap.add_argument("--table", default="all", help="1, 2, 3, fig5, curves, or all (= 1,2,3,fig5; comma-separated for several)")
     ap.add_argument("--preset", default="paper", help="paper (full protocol), smoke (tiny, synthetic), release")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (0..N-1)")
     ap.add_argument("--only", help="run only cells whose name or row id matches this glob, e.g. 'vib*'")
@@ -25,6 +25,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="override a protocol setting for every cell, e.g. --set iterations=2000")
     ap.add_argument("--dry-run", action="store_true", help="list the cells with a time estimate and stop")
     ap.add_argument("--render-only", action="store_true", help="only render tables from existing results")
+    ap.add_argument("--paired", action="store_true",
+                    help="add to each table a column block of paired differences to its reference row")
+    ap.add_argument("--claims", action="store_true",
+                    help="also run and render the tables the paper's claims need, and claims.md/.tex with verdicts "
+                         "(--table all does too)")
     ap.add_argument("--yes", action="store_true", help="run a paper-preset sweep without a GPU anyway")
     return ap.parse_args(argv)
 

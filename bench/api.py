@@ -11,7 +11,7 @@ import torch
 from bench.backbone import BackboneSpec
 from bench.data.bank import ImageBank
 from bench.data.registry import load_bank
-from bench.episodes import EpisodeSampler
+from bench.episodes import EpisodeSampler, FixedEpisodes
 from bench.evaluate import meta_test
 from bench.learner import LearnerConfig, MetaLearner
 from bench.meta_gradient import resolve_execution
@@ -45,13 +45,16 @@ class Experiment:
 
     def test(self, episodes: int | None = None, attack_epsilons: list[float] | None = None,
              progress: bool = True) -> dict:
-        """Meta-test on the protocol's test split: per-episode accuracies, mean and 95% CI."""
+        """Meta-test on the protocol's test split: per-episode accuracies, mean, 95% CI and the fingerprint of
+        the fixed episodes (shared by every cell of the same protocol shape and seed)."""
         p = self.protocol
-        sampler = EpisodeSampler(self.test_bank, p.ways, p.shots, p.queries, seed=self.seed + TEST_SEED_OFFSET,
-                                 dtype=self.learner.dtype)
-        return meta_test(self.learner, sampler, episodes or p.test_episodes, p.test_batch,
-                         attack_epsilons=attack_epsilons, value_range=self.test_bank.value_range(),
-                         progress=progress, sample_chunk=p.test_sample_chunk, seed=self.seed + TEST_SEED_OFFSET)
+        episodes = episodes or p.test_episodes
+        fixed = FixedEpisodes(self.test_bank, p.ways, p.shots, p.test_queries or p.queries,
+                              seed=self.seed + TEST_SEED_OFFSET, count=episodes, dtype=self.learner.dtype)
+        result = meta_test(self.learner, fixed, episodes, p.test_batch,
+                           attack_epsilons=attack_epsilons, value_range=self.test_bank.value_range(),
+                           progress=progress, sample_chunk=p.test_sample_chunk, seed=self.seed + TEST_SEED_OFFSET)
+        return {**result, "episodes": fixed.describe()}
 
 
 def build_experiment(protocol: Protocol | str, learner: str = "maml", regularizer: str = "none",

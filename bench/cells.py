@@ -34,7 +34,8 @@ def expand(tables: list[str], preset: str, seeds: int, overrides: dict[str, Any]
         table_def = load_table_def(table)
         attacks = table_def.get("attack_epsilons_by_column", {})
         for place in table_cells(table_def):
-            protocol = load_protocol(place["column"], preset, overrides, place["regularizer"]).to_dict()
+            protocol = load_protocol(place["column"], preset, {**place["protocol"], **overrides},
+                                     place["regularizer"]).to_dict()
             for seed in range(seeds):
                 name = cell_name(protocol, place["learner"], place["regularizer"], place["hyper"], seed)
                 if only and not (fnmatch.fnmatch(name, only) or fnmatch.fnmatch(place["row"], only)):

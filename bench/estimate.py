@@ -20,7 +20,8 @@ def step_work(p: dict) -> float:
 def cell_seconds(p: dict, kind: str) -> float:
     """Estimated seconds for a cell (training + meta-test) on 'gpu' or 'cpu'."""
     per_step = SECONDS_PER_REFERENCE_STEP[kind] * step_work(p) / REFERENCE_WORK + OVERHEAD_PER_STEP[kind]
-    test = per_step * TEST_COST_IN_STEPS * p["test_episodes"] * p["mc_test"] / p["meta_batch"]
+    evaluations = 1 + len([i for i in p.get("eval_at", []) if i < p["iterations"]])    # learning-curve points
+    test = per_step * TEST_COST_IN_STEPS * p["test_episodes"] * p["mc_test"] / p["meta_batch"] * evaluations
     return per_step * p["iterations"] + test + OVERHEAD_PER_CELL
 
 

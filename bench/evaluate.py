@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from bench.attacks import fgsm
 from bench.episode_noise import EpisodeNoise
-from bench.episodes import EpisodeSampler
+from bench.episodes import EpisodeSampler, FixedEpisodes
 from bench.inner_loop import query_logits
 from bench.learner import MetaLearner
 
@@ -42,7 +42,7 @@ def _attacked_accuracy(learner: MetaLearner, adapted: dict, x: torch.Tensor, y: 
     return vmap(one_task)(adapted, x, y)
 
 
-def meta_test(learner: MetaLearner, sampler: EpisodeSampler, episodes: int = 1000, batch: int = 25,
+def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, episodes: int = 1000, batch: int = 25,
               samples: int | None = None, attack_epsilons: list[float] | None = None,
               value_range: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
               sample_chunk: int | None = None, seed: int = 0) -> dict:

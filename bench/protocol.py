@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from bench.curves import check_eval_at
 from bench.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -43,6 +44,8 @@ class Protocol:
     cuda_graph: str = "auto"         # auto | on | off: replay the whole meta-train step as a CUDA graph (GPU)
     test_sample_chunk: int = 10      # meta-test forwards at most this many of the S samples at once (memory)
     first_order: bool = False        # first-order MAML: only behind this explicit flag (the paper uses second)
+    test_queries: int | None = None  # query examples per class at meta-test (None: the same as `queries`)
+    eval_at: list[int] = field(default_factory=list)   # also meta-test when training reaches these iterations
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,7 +58,8 @@ FIELDS = {f.name for f in dataclasses.fields(Protocol)}
 RUNTIME_FIELDS = ("execution", "cuda_graph", "test_batch", "test_sample_chunk", "checkpoint_every")
 EXECUTIONS = ("auto", "vectorized", "per_task", "reference")
 GRAPH_MODES = ("auto", "on", "off")
-_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict[str, Any]": dict}
+_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict[str, Any]": dict,
+          "int | None": (int, type(None)), "list[int]": list}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -141,6 +145,7 @@ def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | 
     for key, allowed in (("execution", EXECUTIONS), ("cuda_graph", GRAPH_MODES)):
         if key in values and values[key] not in allowed:
             raise UserError(f"protocol setting {key}={values[key]!r} must be one of {', '.join(allowed)}")
+    check_eval_at(values.get("eval_at", []))
     return Protocol(**values)
 
 

@@ -8,6 +8,7 @@ import traceback
 import torch
 
 from bench.api import build_experiment
+from bench.curves import CurveRecorder, curve_folder
 from bench.data.bank import ImageBank
 from bench.errors import UserError
 from bench.paths import data_root as data_root_path
@@ -48,15 +49,19 @@ def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str,
     experiment = build_experiment(protocol, cell["learner"], cell["regularizer"], cell["hyper"], cell["seed"],
                                   device=device, data_root=data_root)
     t0 = time.perf_counter()
+    curve = CurveRecorder(experiment, curve_folder(store.checkpoint_path(name)), progress)
+    curve.recover(store.checkpoint_path(name))
 
-    def heartbeat(iteration: int) -> None:
+    def on_iteration(iteration: int) -> None:
         if iteration % HEARTBEAT_EVERY == 0:
             store.heartbeat(name)
+        curve.on_iteration(iteration)
 
-    training = experiment.train(store.checkpoint_path(name), progress=progress, on_iteration=heartbeat)
+    training = experiment.train(store.checkpoint_path(name), progress=progress, on_iteration=on_iteration)
     t1 = time.perf_counter()
     test = experiment.test(attack_epsilons=cell["attack_epsilons"] or None, progress=progress)
     t2 = time.perf_counter()
+    test_curve = curve.finish(test)
     robustness = test.pop("robustness", None)
     return {
         "name": name, "config": {k: cell[k] for k in ("protocol", "learner", "regularizer", "hyper", "preset",
@@ -68,9 +73,11 @@ def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str,
                  "options": protocol.data_options,
                  "train": _bank_info(protocol.train_split, experiment.train_bank),
                  "test": _bank_info(protocol.test_split, experiment.test_bank)},
-        "test": test, "robustness": robustness, "training": training,
-        "timings": {"train_seconds_this_run": t1 - t0, "test_seconds": t2 - t1,
-                    "ms_per_iteration": 1000 * (t1 - t0) / max(1, training["iterations"] - training["resumed_from"])},
+        "test": test, "robustness": robustness, "test_curve": test_curve, "training": training,
+        "timings": {"train_seconds_this_run": t1 - t0 - curve.seconds, "test_seconds": t2 - t1,
+                    "curve_test_seconds_this_run": curve.seconds,
+                    "ms_per_iteration": 1000 * (t1 - t0 - curve.seconds)
+                    / max(1, training["iterations"] - training["resumed_from"])},
     }
 
 

@@ -16,13 +16,17 @@ from bench.execution import execute
 from bench.protocol import parse_overrides
 from bench.results import ResultStore
 from tables import latex_document, load_table_def, plot_robustness, render_latex, write_tables
+from tables.claims import claim_tables, load_claims
+from tables.curves import write_curves
+from tables.reports import write_reports
 
-TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig5": "fig5"}
+TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig5": "fig5", "curves": "curves"}
+PAPER_TABLES = ["1", "2", "3", "fig5"]          # what 'all' means: the paper's tables and figure
 
 
 def table_names(spec: str) -> list[str]:
-    """'all', '2', 'fig5' or '1,3' -> table definition names."""
-    keys = list(TABLE_NAMES) if spec == "all" else [s.strip() for s in spec.split(",")]
+    """'all', '2', 'fig5', 'curves' or '1,3' -> table definition names."""
+    keys = PAPER_TABLES if spec == "all" else [s.strip() for s in spec.split(",")]
     unknown = [k for k in keys if k not in TABLE_NAMES]
     if unknown:
         raise UserError(f"unknown table {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)} or all")
@@ -42,18 +46,26 @@ def placed_results(store: ResultStore, cells: list[dict], table: str) -> list[di
     return out
 
 
-def render(store: ResultStore, cells: list[dict], tables: list[str]) -> list[Path]:
-    """Write every asked table (and Figure 5) from whatever results exist; returns the files."""
+def render(store: ResultStore, cells: list[dict], tables: list[str], paired: bool = False,
+           claims: bool = False) -> list[Path]:
+    """Write every asked table (Figure 5, the learning curves), paired.md and, if asked, claims.md from whatever
+    results exist; paired adds the paired column block to the tables. Returns the files."""
     out_dir = store.root / "tables"
     written, fragments = [], []
-    for table in tables:
+    placed = {table: placed_results(store, cells, table) for table in tables}
+    for table, results in placed.items():
         table_def = load_table_def(table)
-        results = placed_results(store, cells, table)
         if table == "fig5":
             written += plot_robustness(table_def, results, out_dir)
             continue
-        written += write_tables(table_def, results, out_dir)
-        fragments.append(render_latex(table_def, results))
+        if table == "curves":
+            written += write_curves(table_def, results, out_dir)
+            continue
+        written += write_tables(table_def, results, out_dir, paired)
+        fragments.append(render_latex(table_def, results, paired))
+    reports, report_fragments = write_reports(out_dir, placed, claims)
+    written += reports
+    fragments += report_fragments
     if fragments:
         written.append(write_text_atomic(out_dir / "tables.tex", latex_document(fragments)))
     return written
@@ -77,6 +89,9 @@ def dry_run(cells: list[dict], store: ResultStore, kind: str) -> float:
 def sweep(args: argparse.Namespace) -> int:
     """Expand the tables into cells, run what is left, render; returns the exit code."""
     tables = table_names(args.table)
+    claims = args.claims or args.table == "all"
+    if args.claims:
+        tables += [t for t in claim_tables(load_claims()) if t not in tables]
     overrides = parse_overrides(args.set)
     cells = expand(tables, args.preset, args.seeds, overrides, args.only)
     store = ResultStore(args.results)
@@ -96,7 +111,7 @@ def sweep(args: argparse.Namespace) -> int:
               f"(about {human(left)} on {kind})", file=sys.stderr)
         statuses = execute(todo, str(store.root), args.data_root, args.backend, args.device, args.jobs,
                            args.ray_address)
-    for path in render(store, cells, tables):
+    for path in render(store, cells, tables, args.paired, claims):
         print(f"wrote {path}", file=sys.stderr)
     for table in tables:
         md = store.root / "tables" / f"{table}.md"

@@ -62,6 +62,7 @@ def load_table_def(name_or_path: str | os.PathLike) -> dict:
     _check(table_def, path)
     for row in table_def["rows"]:
         row.setdefault("hyper", {})
+        row.setdefault("protocol", {})       # protocol settings of this row only (e.g. its meta_lr)
     return table_def
 
 
@@ -72,7 +73,8 @@ def row_columns(table_def: dict, row: dict) -> list[str]:
 
 
 def cells(table_def: dict) -> list[dict]:
-    """Every (row, column) the definition asks to run: table, row, column, learner, regularizer, hyper."""
+    """Every (row, column) the definition asks to run: table, row, column, learner, regularizer, hyper and the
+    row's own protocol settings (applied after the preset's, before the command line's)."""
     return [{"table": table_def["name"], "row": row["id"], "column": column, "learner": row["learner"],
-             "regularizer": row["regularizer"], "hyper": dict(row["hyper"])}
+             "regularizer": row["regularizer"], "hyper": dict(row["hyper"]), "protocol": dict(row["protocol"])}
             for row in table_def["rows"] for column in row_columns(table_def, row)]

@@ -28,6 +28,7 @@ class Markup:
     label: Callable[[dict], str]
     group: Callable[[dict], str]
     escape: Callable[[str], str]
+    stack: Callable[[str, str], str] = lambda top, bottom: f"{top} {bottom}"   # two parts of one cell
 
 
 @dataclass
@@ -127,8 +128,14 @@ def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Ma
     return notes + ([provenance] if provenance else [])
 
 
-def build_lines(table_def: dict, results: list[dict], markup: Markup) -> tuple[list[Line], list[str]]:
-    """The table's lines (runs, each with its paper line, then any cited block) and its notes."""
+def build_lines(table_def: dict, results: list[dict], markup: Markup,
+                paired: bool = False) -> tuple[list[Line], list[str], list[str]]:
+    """The table's lines (runs, each with its paper line, then any cited block), its notes, and the headers of
+    any extra column block (paired: the difference to the reference row on the same episodes)."""
     frame = aggregate(table_def, results)
-    return _run_lines(table_def, frame, markup) + _cited_lines(table_def, markup), \
-        _notes(frame, table_def, results, markup)
+    lines = _run_lines(table_def, frame, markup) + _cited_lines(table_def, markup)
+    notes = _notes(frame, table_def, results, markup)
+    if not paired:
+        return lines, notes, []
+    from tables.paired_table import add_paired_block      # here: it builds on this module's Line and Markup
+    return lines, notes, add_paired_block(lines, notes, table_def, results, markup)

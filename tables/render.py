@@ -22,25 +22,27 @@ def _pipe(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render_markdown(table_def: dict, results: list[dict]) -> str:
-    """The table as Markdown: runs with their paper line, any cited block, then the notes."""
-    lines, notes = build_lines(table_def, results, MARKDOWN)
-    columns = table_def["columns"]
+def render_markdown(table_def: dict, results: list[dict], paired: bool = False) -> str:
+    """The table as Markdown: runs with their paper line, any cited block, then the notes; paired adds the
+    column block of differences to the reference row."""
+    lines, notes, extra = build_lines(table_def, results, MARKDOWN, paired)
+    headers = [column_text(c) for c in table_def["columns"]] + extra
     out = [f"### {table_def['name']}: {table_def.get('title_md', table_def['title'])}", "",
-           _pipe(["Model"] + [column_text(c) for c in columns]),
-           _pipe([":--"] + ["--:"] * len(columns))]
+           _pipe(["Model"] + headers),
+           _pipe([":--"] + ["--:"] * len(headers))]
     styles = {"section": "***{}***", "group": "*{}*"}
     for line in lines:
         if line.kind in styles:
-            out.append(_pipe([styles[line.kind].format(line.label)] + [""] * len(columns)))
+            out.append(_pipe([styles[line.kind].format(line.label)] + [""] * len(headers)))
         else:
             out.append(_pipe([line.label] + line.cells))
     return "\n".join(out + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
-def write_tables(table_def: dict, results: list[dict], out_dir: str | os.PathLike) -> list[Path]:
+def write_tables(table_def: dict, results: list[dict], out_dir: str | os.PathLike,
+                 paired: bool = False) -> list[Path]:
     """Write <name>.md and <name>.tex (a LaTeX fragment) into out_dir atomically; return their paths."""
     out = Path(out_dir)
     name = table_def["name"]
-    return [write_text_atomic(out / f"{name}.md", render_markdown(table_def, results)),
-            write_text_atomic(out / f"{name}.tex", render_latex(table_def, results))]
+    return [write_text_atomic(out / f"{name}.md", render_markdown(table_def, results, paired)),
+            write_text_atomic(out / f"{name}.tex", render_latex(table_def, results, paired))]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tables import aggregate_robustness, load_table_def, plot_robustness
-from test_tables import make_result
+from tests.test_tables import make_result
 
 
 def _curve(epsilons: list[float], start: float, seed: int) -> dict:

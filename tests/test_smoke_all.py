@@ -1,5 +1,6 @@
 """The whole smoke preset, every table and Figure 5, once through a local Ray instance (as a cluster would)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,4 +25,8 @@ def test_all_tables_and_figure_through_ray(tmp_path):
     for ext in ("png", "pdf"):
         assert (tables / f"fig5.{ext}").stat().st_size > 0
     assert (tables / "tables.tex").exists()
+    claims = (tables / "claims.md").read_text()                     # --table all renders the claims too
+    verdicts = re.findall(r"\*\*(reproduced|contradicted|inconclusive|not run)\*\*", claims)
+    assert "rank nothing" in claims and len(verdicts) == 11 and set(verdicts) == {"inconclusive"}
+    assert (tables / "claims.tex").stat().st_size > 0 and "| unpaired |" not in (tables / "paired.md").read_text()
     assert len(list((tmp_path / "cells").glob("*.json"))) == 80
