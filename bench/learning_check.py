@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from bench.api import Experiment, build_experiment
 from bench.protocol import load_protocol, parse_overrides
 from bench.report_cli import report_main, write_report
 from bench.timing import precision_settings
+from tables.stats import t_interval, won_tied_lost, wilcoxon_p
 
 ROWS = {"maml": "none", "maml+meta_dropout": "meta_dropout"}
 
@@ -46,13 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def paired_summary(a: list[float], b: list[float]) -> dict[str, float]:
-    """b - a over the same episodes: mean with a normal 95% CI, Wilcoxon signed-rank p, won/tied/lost."""
+    """b - a over the same episodes: mean with its 95% t-interval, Wilcoxon signed-rank p, won/tied/lost
+    (tables/stats.py, as the paired tables compute them)."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    nonzero = d[d != 0]
-    p = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) else 1.0
-    return {"mean_difference": float(d.mean()), "ci95": float(1.96 * d.std(ddof=1) / np.sqrt(len(d))),
-            "wilcoxon_p": p, "won": float((d > 0).mean()), "tied": float((d == 0).mean()),
-            "lost": float((d < 0).mean()), "episodes": len(d)}
+    interval = t_interval(d)
+    won, tied, lost = won_tied_lost(d)
+    return {"mean_difference": interval.mean, "ci95": interval.half_width, "wilcoxon_p": wilcoxon_p(d),
+            "won": won, "tied": tied, "lost": lost, "episodes": len(d)}
 
 
 def train_alternating(experiments: dict[str, Experiment], folder: Path, args: argparse.Namespace,
