@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from bench.api import Experiment, build_experiment
+from bench.api import TEST_SEED_OFFSET, Experiment, build_experiment, test_batch
 from bench.episode_noise import EpisodeNoise
-from bench.episodes import EpisodeSampler, Episodes
-from bench.evaluate import meta_test
+from bench.episodes import EpisodeSampler, Episodes, FixedEpisodes
 from bench.meta_gradient import meta_gradients
 from bench.peer_models import PEERS, PeerConv4, PeerStep
 from bench.protocol import load_protocol
@@ -42,6 +41,7 @@ CONFIGS = {"omniglot_5w1s_B4": ({"ways": 5, "meta_batch": 4}, 2), "omniglot_20w1
 REGULARIZERS = ("none", "meta_dropout")
 SUITE = "suite"
 TEST_CONFIG = ({"ways": 5, "meta_batch": 4, "mc_test": 30}, 1)       # meta-test: 5-way 1-shot, S = 30, 1 thread
+SYNTHETIC_NOISE = 200.0          # pixel noise of the random episodes: hard enough that accuracies differ
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,7 +62,8 @@ def setup(config: str, regularizer: str, seed: int = 0) -> tuple[Experiment, Epi
     overrides, threads = CONFIGS.get(config, TEST_CONFIG)
     torch.set_num_threads(threads)
     p = load_protocol("omniglot_20w1s", overrides=overrides)
-    p = dataclasses.replace(p, dataset="synthetic", data_options={"image_shape": [1, 28, 28], "n_per_class": 20})
+    p = dataclasses.replace(p, dataset="synthetic", data_options={"image_shape": [1, 28, 28], "n_per_class": 20,
+                                                                  "noise": SYNTHETIC_NOISE})
     exp = build_experiment(p, regularizer=regularizer, seed=seed)
     episodes = EpisodeSampler(exp.train_bank, p.ways, p.shots, p.queries, seed=seed).sample(p.meta_batch)
     return exp, episodes
@@ -177,21 +178,22 @@ def naive_test_episode(exp: Experiment, episodes: Episodes, noise: EpisodeNoise)
 
 
 def measure_meta_test(episodes_count: int) -> dict[str, Any]:
-    """Episodes per second of the suite's meta_test and of the naive loop on the same episodes and noise."""
+    """Episodes per second of the suite's meta-test (Experiment.test) and of the naive loop on the same fixed
+    episodes and per-episode noise."""
     exp, _ = setup("meta_test", "meta_dropout")
-    p, seed = exp.protocol, 7
+    p, seed = exp.protocol, exp.seed + TEST_SEED_OFFSET
     began = time.perf_counter()
-    suite = meta_test(exp.learner, EpisodeSampler(exp.test_bank, p.ways, p.shots, p.queries, seed=seed),
-                      episodes_count, p.test_batch, progress=False, sample_chunk=p.test_sample_chunk, seed=seed)
+    suite = exp.test(episodes=episodes_count, progress=False)
     suite_s = time.perf_counter() - began
-    sampler = EpisodeSampler(exp.test_bank, p.ways, p.shots, p.queries, seed=seed)
+    fixed = FixedEpisodes(exp.test_bank, p.ways, p.shots, p.test_queries or p.queries, seed=seed,
+                          count=episodes_count)
     began, naive = time.perf_counter(), []
     for e in range(episodes_count):
-        ep = sampler.sample(1)
+        ep = fixed.sample(1)
         naive.append(naive_test_episode(exp, ep, EpisodeNoise(exp.learner, [e], ep.x_support.shape[1], seed)))
     naive_s = time.perf_counter() - began
     return {"protocol": "omniglot 5-way 1-shot, S = 30, meta-dropout, 1 thread", "episodes": episodes_count,
-            "test_batch": p.test_batch, "execution": exp.learner.config.execution,
+            "test_batch": test_batch(p.test_batch, exp.learner.device), "sample_chunk": p.test_sample_chunk,
             "suite_episodes_per_s": episodes_count / suite_s, "naive_episodes_per_s": episodes_count / naive_s,
             "speedup": naive_s / suite_s, "same_accuracies": suite["accuracies"] == naive,
             "suite_accuracies": suite["accuracies"], "naive_accuracies": naive}
@@ -246,7 +248,7 @@ def render(report: dict[str, Any]) -> str:
              *report["notes"], tabulate(table, headers=headers, disable_numparse=True)]
     if "meta_test" in report:
         m = report["meta_test"]
-        lines.append(f"meta-test ({m['protocol']}, {m['episodes']} episodes, execution {m['execution']}): suite "
+        lines.append(f"meta-test ({m['protocol']}, {m['episodes']} episodes, test batch {m['test_batch']}): suite "
                      f"{m['suite_episodes_per_s']:.2f} episodes/s, naive loop {m['naive_episodes_per_s']:.2f}: "
                      f"{m['speedup']:.2f}x; same per-episode accuracies: {m['same_accuracies']}")
     return "\n".join(lines)

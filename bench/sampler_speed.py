@@ -1,7 +1,9 @@
 """Benchmark (not a test): episodes per second on CPU of our index-based EpisodeSampler against a per-episode torch
 DataLoader pipeline over the same decoded images (the way common PyTorch few-shot libraries feed MAML).
 
-    python -m bench.sampler_speed [--data-root DIR] [--out results/sampler_speed.json] [--seconds 3]
+    python -m bench.sampler_speed [--data-root DIR] [--out results/sampler_speed.json] [--seconds 3] [--threads 1]
+
+The pipelines are timed in alternating short windows at a fixed thread count, with the load average recorded.
 """
 from __future__ import annotations
 
@@ -76,24 +78,30 @@ def dataloader_pipeline(bank: ImageBank, ways: int, shots: int, queries: int, ba
     return meta_batch
 
 
-def episodes_per_second(step: Callable[[], object], batch: int, seconds: float) -> float:
-    """Run step (one meta-batch) after two warm-up calls until `seconds` have passed; return episodes per second."""
-    step(), step()
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step()
-        calls += 1
-    return calls * batch / (time.perf_counter() - start)
+def interleaved_rates(steps: dict[str, Callable[[], object]], batch: int, seconds: float,
+                      rounds: int = 5) -> dict[str, float]:
+    """Episodes per second of each pipeline (one call = one meta-batch), measured in `rounds` short windows taken
+    in turn, after two warm-up calls each, so a change in the machine's load hits every pipeline alike."""
+    for step in steps.values():
+        step(), step()
+    calls, spent = dict.fromkeys(steps, 0), dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds / rounds:
+                step()
+                calls[name] += 1
+            spent[name] += time.perf_counter() - start
+    return {name: calls[name] * batch / spent[name] for name in steps}
 
 
 def measure(bank: ImageBank, ways: int, shots: int, queries: int, batch: int, seconds: float) -> dict[str, float]:
-    """Episodes per second of our sampler and of the DataLoader pipeline with each worker count."""
+    """Episodes per second of our sampler and of the DataLoader pipeline with each worker count, interleaved."""
     sampler = EpisodeSampler(bank, ways, shots, queries, seed=0)
-    row = {"sampler": episodes_per_second(lambda: sampler.sample(batch), batch, seconds)}
+    steps: dict[str, Callable[[], object]] = {"sampler": lambda: sampler.sample(batch)}
     for workers in LOADER_WORKERS:
-        step = dataloader_pipeline(bank, ways, shots, queries, batch, workers)
-        row[f"dataloader_w{workers}"] = episodes_per_second(step, batch, seconds)
-    return row
+        steps[f"dataloader_w{workers}"] = dataloader_pipeline(bank, ways, shots, queries, batch, workers)
+    return interleaved_rates(steps, batch, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="folder with omniglot/ and mini_imagenet/")
     parser.add_argument("--out", default="results/sampler_speed.json", type=Path)
     parser.add_argument("--seconds", default=3.0, type=float, help="timed seconds per pipeline")
+    parser.add_argument("--threads", default=1, type=int, help="intra-op threads of this process (recorded)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     results = []
     try:
         for dataset, ways, shots, queries, batch in SETTINGS:
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"device": "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
                                     "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                                    "load_average": os.getloadavg(),
                                     "seconds_per_pipeline": args.seconds, "results": results}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

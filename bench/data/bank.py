@@ -47,17 +47,21 @@ class ImageBank:
         return self.images.device
 
     def to_float(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Normalise uint8 images (any leading dims, then C, H, W) to floats."""
-        mean, std = self._moments(dtype, x.device)
-        return x.to(dtype).div_(255.0).sub_(mean).div_(std)
+        """Normalise uint8 images (any leading dims, then C, H, W) to floats: (x / 255 - mean) / std computed as
+        x * scale + shift, a conversion and two in-place multiply-adds (bench/sampler_speed.py: 9x faster on the
+        CPU than dividing by the broadcast std; mixed uint8-float kernels are slower still)."""
+        shift, scale = self._moments(dtype, x.device)
+        return x.to(dtype).mul_(scale).add_(shift)
 
     def _moments(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """mean and std as [C, 1, 1] tensors, made once per dtype and device (no copy per episode)."""
+        """shift = -mean / std and scale = 1 / (255 std) as [C, 1, 1] tensors (computed in float64), made once per
+        dtype and device (no copy per episode)."""
         key = (dtype, device)
         if key not in self._moment_cache:
-            c = len(self.mean)
-            self._moment_cache[key] = (torch.tensor(self.mean, dtype=dtype, device=device).view(c, 1, 1),
-                                       torch.tensor(self.std, dtype=dtype, device=device).view(c, 1, 1))
+            mean = torch.tensor(self.mean, dtype=torch.float64).view(-1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float64).view(-1, 1, 1)
+            self._moment_cache[key] = ((-mean / std).to(dtype=dtype, device=device),
+                                       (1 / (255 * std)).to(dtype=dtype, device=device))
         return self._moment_cache[key]
 
     def value_range(self) -> tuple[torch.Tensor, torch.Tensor]:
