@@ -85,7 +85,7 @@ def add_paired_block(lines: list[Line], notes: list[str], table_def: dict, resul
 
 
 def _notes(markup: Markup) -> list[str]:
-    pm, pct = markup.pm.strip(), markup.pct
+    pm = markup.pm.strip()
     return [f"{markup.delta} = row {markup.minus} reference, per test episode, paired by the episode fingerprint; "
             f"episodes: mean {pm} t-interval over all paired episodes (all seeds pooled); seeds: mean of the per-seed "
             f"mean differences {pm} t-interval over seeds (the honest error bar of a training method; 2+ seeds).",
