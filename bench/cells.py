@@ -35,7 +35,7 @@ def expand(tables: list[str], preset: str, seeds: int, overrides: dict[str, Any]
         attacks = table_def.get("attack_epsilons_by_column", {})
         for place in table_cells(table_def):
             protocol = load_protocol(place["column"], preset, {**place["protocol"], **overrides},
-                                     place["regularizer"]).to_dict()
+                                     place["regularizer"], place["learner"]).to_dict()
             for seed in range(seeds):
                 name = cell_name(protocol, place["learner"], place["regularizer"], place["hyper"], seed)
                 if only and not (fnmatch.fnmatch(name, only) or fnmatch.fnmatch(place["row"], only)):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bench.atomic import write_text_atomic
+from bench.attacks import PIXEL_UNITS
 
 STALE_LOCK_SECONDS = 2 * 3600      # a lock untouched this long (no heartbeat) is taken over
 
@@ -47,8 +48,10 @@ class ResultStore:
         result = self.read(cell["name"])
         if result is None:
             return False
-        have = set((result.get("robustness") or {}).get("epsilons", []))
-        return set(cell["attack_epsilons"]) <= have
+        robustness = result.get("robustness") or {}
+        if cell["attack_epsilons"] and robustness.get("units") != PIXEL_UNITS:   # older results: other units
+            return False
+        return set(cell["attack_epsilons"]) <= set(robustness.get("epsilons", []))
 
     def all_results(self) -> dict[str, dict]:
         """Every readable result, by cell name."""

@@ -20,12 +20,14 @@ from tables.claims import claim_tables, load_claims
 from tables.curves import write_curves
 from tables.reports import write_reports
 
-TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig5": "fig5", "curves": "curves"}
+TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig5": "fig5", "curves": "curves",
+               "choices": "choices"}
 PAPER_TABLES = ["1", "2", "3", "fig5"]          # what 'all' means: the paper's tables and figure
 
 
 def table_names(spec: str) -> list[str]:
-    """'all', '2', 'fig5', 'curves' or '1,3' -> table definition names."""
+    """'all', '2', 'fig5', 'curves', 'choices' (the reproduction's own switches) or '1,3' -> table definition
+    names."""
     keys = PAPER_TABLES if spec == "all" else [s.strip() for s in spec.split(",")]
     unknown = [k for k in keys if k not in TABLE_NAMES]
     if unknown:

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from tables.defs import row_columns
+from tables.defs import paper_source, row_columns
 from tables.paper import paper_runs
 
 COLUMNS = ["row", "column", "n_seeds", "mean", "seed_std", "ci", "paper_mean", "paper_ci", "diff"]
@@ -33,14 +33,15 @@ def _mean(values: np.ndarray) -> float:
 def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
     """One record per (row, column) of the definition: seeds, mean, across-seed std, episode CI, paper, diff."""
     grouped = results_by_cell(table_def, results)
-    paper = paper_runs(table_def["name"])
     records = []
     for row in table_def["rows"]:
+        paper_table, paper_row = paper_source(table_def, row)
+        paper = paper_runs(paper_table).get(paper_row, {})
         for column in row_columns(table_def, row):
             seeds = grouped.get((row["id"], column), [])
             means = np.array([r["test"]["mean"] for r in seeds], dtype=float)
             cis = np.array([r["test"]["ci95"] for r in seeds], dtype=float)
-            reported = paper.get(row["id"], {}).get(column)
+            reported = paper.get(column)
             paper_mean = reported.mean if reported else math.nan
             paper_ci = reported.ci if reported and reported.ci is not None else math.nan
             records.append({"row": row["id"], "column": column, "n_seeds": len(seeds), "mean": _mean(means),

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from bench.errors import UserError
+from tables.paper import paper_runs
 
 TABLES_DIR = Path(__file__).resolve().parents[1] / "configs" / "tables"
 LEARNERS = ("maml", "metasgd")
@@ -47,6 +48,9 @@ def _check(table_def: dict, where: Path) -> None:
         extra = set(row.get("columns", [])) - set(table_def["columns"])
         if extra:
             raise UserError(f"{where}: row {row['id']!r} lists columns {sorted(extra)} that the table lacks")
+        if "paper" in row and not paper_runs(paper_source(table_def, row)[0]).get(paper_source(table_def, row)[1]):
+            raise UserError(f"{where}: row {row['id']!r} takes its paper numbers from {row['paper']!r}, which "
+                            "tables/paper_numbers.yaml lacks; use <table>/<row id>, e.g. table1/metasgd")
 
 
 def load_table_def(name_or_path: str | os.PathLike) -> dict:
@@ -64,6 +68,12 @@ def load_table_def(name_or_path: str | os.PathLike) -> dict:
         row.setdefault("hyper", {})
         row.setdefault("protocol", {})       # protocol settings of this row only (e.g. its meta_lr)
     return table_def
+
+
+def paper_source(table_def: dict, row: dict) -> tuple[str, str]:
+    """(table, row id) of the paper's numbers for a row: its own, or another table's row named by `paper:`."""
+    table, _, row_id = row.get("paper", f"{table_def['name']}/{row['id']}").partition("/")
+    return table, row_id
 
 
 def row_columns(table_def: dict, row: dict) -> list[str]:

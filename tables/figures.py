@@ -28,7 +28,7 @@ def _panel(ax: Axes, fig_def: dict, curves: pd.DataFrame, column: str) -> None:
         ax.fill_between(curve["epsilon"], curve["mean"] - curve["ci"], curve["mean"] + curve["ci"],
                         color=f"C{index}", alpha=0.2, linewidth=0)
     ax.set_title(column_text(column), fontsize=10)
-    ax.set_xlabel(r"FGSM attack size $\epsilon$ (input units)")
+    ax.set_xlabel(r"FGSM attack size $\epsilon$ (pixels, [0, 1] scale)")
     ax.set_ylabel("meta-test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -126,8 +126,9 @@ def test_two_runs_sharing_a_folder_split_the_cells(tmp_path):
 
 def test_release_preset_sets_the_release_meta_lr_for_meta_dropout_only():
     cells = expand(["table1"], "release", 1, {})
-    lr = {(c["protocol"]["name"], c["regularizer"]): c["protocol"]["meta_lr"] for c in cells}
-    assert lr[("omniglot_20w1s", "meta_dropout")] == 3e-4
-    assert lr[("omniglot_20w1s", "none")] == 1e-3
-    assert lr[("omniglot_20w5s", "meta_dropout")] == 1e-3
+    lr = {(c["protocol"]["name"], c["learner"], c["regularizer"]): c["protocol"]["meta_lr"] for c in cells}
+    assert lr[("omniglot_20w1s", "maml", "meta_dropout")] == 3e-4
+    assert lr[("omniglot_20w1s", "metasgd", "meta_dropout")] == 1e-3      # not in the release
+    assert lr[("omniglot_20w1s", "maml", "none")] == 1e-3
+    assert lr[("omniglot_20w5s", "maml", "meta_dropout")] == 1e-3
     assert all(c["protocol"]["meta_batch"] == 4 for c in cells if c["protocol"]["dataset"] == "omniglot")
