@@ -43,7 +43,7 @@ class Experiment:
                                         progress=progress, cuda_graph=p.cuda_graph, **kwargs)
         return self.train_summary
 
-    def test(self, episodes: int | None = None, attack_epsilons: list[float] | None = None,
+    def test(self, episodes: int | None = None, attacks: dict[str, list[float]] | None = None,
              progress: bool = True) -> dict:
         """Meta-test on the protocol's test split: per-episode accuracies, mean, 95% CI and the fingerprint of
         the fixed episodes (shared by every cell of the same protocol shape and seed)."""
@@ -52,7 +52,7 @@ class Experiment:
         fixed = FixedEpisodes(self.test_bank, p.ways, p.shots, p.test_queries or p.queries,
                               seed=self.seed + TEST_SEED_OFFSET, count=episodes, dtype=self.learner.dtype)
         result = meta_test(self.learner, fixed, episodes, test_batch(p.test_batch, self.learner.device),
-                           attack_epsilons=attack_epsilons,
+                           attacks=attacks,
                            pixel_space=self.test_bank.pixel_space(self.learner.dtype),
                            progress=progress, sample_chunk=p.test_sample_chunk, seed=self.seed + TEST_SEED_OFFSET)
         return {**result, "episodes": fixed.describe()}

@@ -44,14 +44,17 @@ class ResultStore:
         return write_text_atomic(self.result_path(name), json.dumps(result, indent=1))
 
     def is_done(self, cell: dict) -> bool:
-        """Whether a result exists with every attack size the cell asks for."""
+        """Whether a result exists with every attack (norm and size, pixel units) the cell asks for."""
         result = self.read(cell["name"])
         if result is None:
             return False
+        if not cell["attacks"]:
+            return True
         robustness = result.get("robustness") or {}
-        if cell["attack_epsilons"] and robustness.get("units") != PIXEL_UNITS:   # older results: other units
+        if robustness.get("units") != PIXEL_UNITS:           # older results: other units or format
             return False
-        return set(cell["attack_epsilons"]) <= set(robustness.get("epsilons", []))
+        have = robustness.get("norms", {})
+        return all(set(eps) <= set(have.get(norm, {}).get("epsilons", [])) for norm, eps in cell["attacks"].items())
 
     def all_results(self) -> dict[str, dict]:
         """Every readable result, by cell name."""

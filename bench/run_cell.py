@@ -60,7 +60,7 @@ def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str,
 
     training = experiment.train(store.checkpoint_path(name), progress=progress, on_iteration=on_iteration)
     t1 = time.perf_counter()
-    test = experiment.test(attack_epsilons=cell["attack_epsilons"] or None, progress=progress)
+    test = experiment.test(attacks=cell["attacks"] or None, progress=progress)
     t2 = time.perf_counter()
     test_curve = curve.finish(test)
     robustness = test.pop("robustness", None)

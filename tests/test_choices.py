@@ -210,14 +210,16 @@ def test_fast_gradient_training_treats_the_attack_as_data(norm):
 
 
 def test_results_attacked_in_other_units_are_not_done(tmp_path):
-    """A result from before attacks were in pixel units is run again (its test only: the checkpoint is kept)."""
+    """A result from before attacks were in pixel units (or per norm) is run again: its test only, as the cell's
+    final checkpoint is kept."""
     store = ResultStore(tmp_path)
-    cell = {"name": "c", "attack_epsilons": [0.0, 0.1]}
-    old = {"robustness": {"epsilons": [0.0, 0.1], "mean": [50.0, 40.0], "ci95": [1.0, 1.0]}}
-    store.write("c", old)
+    cell = {"name": "c", "attacks": {"linf": [0.0, 0.1]}}
+    curve = {"epsilons": [0.0, 0.1], "mean": [50.0, 40.0], "ci95": [1.0, 1.0]}
+    store.write("c", {"robustness": curve})
     assert not store.is_done(cell)
-    store.write("c", {"robustness": {**old["robustness"], "units": PIXEL_UNITS}})
-    assert store.is_done(cell) and not store.is_done({**cell, "attack_epsilons": [0.2]})
+    store.write("c", {"robustness": {"units": PIXEL_UNITS, "norms": {"linf": curve}}})
+    assert store.is_done(cell) and not store.is_done({**cell, "attacks": {"linf": [0.2]}})
+    assert not store.is_done({**cell, "attacks": {"l2": [0.0]}})
 
 
 # --- the release preset, per row ---------------------------------------------------------------------------
@@ -323,7 +325,7 @@ def test_duplicates_are_reported_once_and_recorded_in_the_cell_json(omniglot_roo
         "ways": 5, "queries": 1, "channels": 4, "inner_steps": 1, "meta_batch": 1, "iterations": 1, "mc_test": 1,
         "test_episodes": 2, "test_batch": 2, "checkpoint_every": 1, "drop_cross_split_duplicates": True})
     cell = {"name": "omniglot-duplicates", "protocol": protocol.to_dict(), "learner": "maml", "regularizer": "none",
-            "hyper": {}, "seed": 0, "preset": "paper", "overrides": {}, "attack_epsilons": [], "places": []}
+            "hyper": {}, "seed": 0, "preset": "paper", "overrides": {}, "attacks": {}, "places": []}
     status = run_cell(cell, str(tmp_path), str(omniglot_root))
     assert status["status"] == "ran", status
     record = json.loads(ResultStore(tmp_path).result_path("omniglot-duplicates").read_text())["data"]["duplicates"]
