@@ -11,7 +11,9 @@ from bench.errors import UserError
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--table", default="all", help="1, 2, 3, fig5, curves, or all (= 1,2,3,fig5; comma-separated for several)")
+    ap.add_argument("--table", default="all",
+                    help="1, 2, 3, fig4, fig5, fig6, fig7, curves, choices, or all (= 1,2,3,fig4-fig7; "
+                         "comma-separated for several)")
     ap.add_argument("--preset", default="paper", help="paper (full protocol), smoke (tiny, synthetic), release")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (0..N-1)")
     ap.add_argument("--only", help="run only cells whose name or row id matches this glob, e.g. 'vib*'")

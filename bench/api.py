@@ -43,7 +43,7 @@ class Experiment:
                                         progress=progress, cuda_graph=p.cuda_graph, **kwargs)
         return self.train_summary
 
-    def test(self, episodes: int | None = None, attack_epsilons: list[float] | None = None,
+    def test(self, episodes: int | None = None, attacks: dict[str, list[float]] | None = None,
              progress: bool = True) -> dict:
         """Meta-test on the protocol's test split: per-episode accuracies, mean, 95% CI and the fingerprint of
         the fixed episodes (shared by every cell of the same protocol shape and seed)."""
@@ -52,7 +52,8 @@ class Experiment:
         fixed = FixedEpisodes(self.test_bank, p.ways, p.shots, p.test_queries or p.queries,
                               seed=self.seed + TEST_SEED_OFFSET, count=episodes, dtype=self.learner.dtype)
         result = meta_test(self.learner, fixed, episodes, test_batch(p.test_batch, self.learner.device),
-                           attack_epsilons=attack_epsilons, value_range=self.test_bank.value_range(),
+                           attacks=attacks,
+                           pixel_space=self.test_bank.pixel_space(self.learner.dtype),
                            progress=progress, sample_chunk=p.test_sample_chunk, seed=self.seed + TEST_SEED_OFFSET)
         return {**result, "episodes": fixed.describe()}
 
@@ -72,9 +73,12 @@ def build_experiment(protocol: Protocol | str, learner: str = "maml", regularize
     spec = BackboneSpec(p.in_channels, p.image_size, p.channels, p.ways, bn_mode=p.bn_mode)
     config = LearnerConfig(algorithm=learner, inner_lr=p.inner_lr, inner_steps=p.inner_steps,
                            first_order=p.first_order, mc_train=p.mc_train, mc_test=p.mc_test,
-                           execution=resolve_execution(p.execution, device))
+                           execution=resolve_execution(p.execution, device), alpha_init=p.metasgd_alpha_init,
+                           alpha_range=tuple(p.metasgd_alpha_range))
     meta_learner = MetaLearner(spec, build_regularizer(regularizer, hyper), config, seed=seed, device=device,
                                dtype=dtype)
-    train_bank = load_bank(p.dataset, p.train_split, data_root, device=device, **p.data_options)
-    test_bank = load_bank(p.dataset, p.test_split, data_root, device=device, **p.data_options)
-    return Experiment(p, meta_learner, train_bank, test_bank, seed)
+    banks = [load_bank(p.dataset, split, data_root, device=device,
+                       drop_cross_split_duplicates=p.drop_cross_split_duplicates, **p.data_options)
+             for split in (p.train_split, p.test_split)]
+    meta_learner.reg.bind_pixels(banks[0].pixel_space(dtype))
+    return Experiment(p, meta_learner, *banks, seed)

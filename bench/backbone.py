@@ -10,6 +10,7 @@ from bench.hooks import ForwardContext, Regularizer
 from bench.ops import batch_norm
 
 N_BLOCKS = 4
+INIT_STD = 0.02          # the release's init std of the conv (truncated at 2 std) and linear weights
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class BackboneSpec:
 def conv_init(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     """Truncated normal, std 0.02, cut at two std (tf.truncated_normal_initializer)."""
     w = torch.empty(shape, dtype=dtype)
-    torch.nn.init.trunc_normal_(w, std=0.02, a=-0.04, b=0.04, generator=generator)
+    torch.nn.init.trunc_normal_(w, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD, generator=generator)
     return w
 
 
@@ -66,7 +67,7 @@ def init_backbone(spec: BackboneSpec, generator: torch.Generator,
         if spec.bn_mode == "affine":
             adapted[f"bn{l}.gamma"] = torch.ones(spec.channels, dtype=dtype)
     head = torch.empty(spec.ways, spec.feature_dim, dtype=dtype)
-    torch.nn.init.normal_(head, std=0.02, generator=generator)
+    torch.nn.init.normal_(head, std=INIT_STD, generator=generator)
     adapted["head.weight"] = head
     adapted["head.bias"] = torch.zeros(spec.ways, dtype=dtype)
     return adapted, meta_only

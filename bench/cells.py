@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from bench.protocol import identity, load_protocol
-from tables import cells as table_cells, load_table_def
+from tables import attacks_of, cells as table_cells, load_table_def
 
 
 def train_key(protocol: dict, learner: str, regularizer: str, hyper: dict, seed: int) -> str:
@@ -27,15 +27,14 @@ def cell_name(protocol: dict, learner: str, regularizer: str, hyper: dict, seed:
 
 def expand(tables: list[str], preset: str, seeds: int, overrides: dict[str, Any],
            only: str | None = None) -> list[dict]:
-    """Unique cells for the tables: one per training run, with the union of attack sizes asked for it.
+    """Unique cells for the tables: one per training run, with the union of the attacks ({norm: sizes}) asked of it.
     Each cell lists the (table, row, column) places it fills. `only` is a glob on the cell name or row id."""
     by_name: dict[str, dict] = {}
     for table in tables:
         table_def = load_table_def(table)
-        attacks = table_def.get("attack_epsilons_by_column", {})
         for place in table_cells(table_def):
             protocol = load_protocol(place["column"], preset, {**place["protocol"], **overrides},
-                                     place["regularizer"]).to_dict()
+                                     place["regularizer"], place["learner"]).to_dict()
             for seed in range(seeds):
                 name = cell_name(protocol, place["learner"], place["regularizer"], place["hyper"], seed)
                 if only and not (fnmatch.fnmatch(name, only) or fnmatch.fnmatch(place["row"], only)):
@@ -43,11 +42,8 @@ def expand(tables: list[str], preset: str, seeds: int, overrides: dict[str, Any]
                 cell = by_name.setdefault(name, {
                     "name": name, "protocol": protocol, "learner": place["learner"],
                     "regularizer": place["regularizer"], "hyper": place["hyper"], "seed": seed,
-                    "preset": preset, "overrides": overrides, "attack_epsilons": [], "places": []})
+                    "preset": preset, "overrides": overrides, "attacks": {}, "places": []})
                 cell["places"].append({"table": table, "row": place["row"], "column": place["column"]})
-                for eps in attacks.get(place["column"], []):
-                    if eps not in cell["attack_epsilons"]:
-                        cell["attack_epsilons"].append(eps)
-    for cell in by_name.values():
-        cell["attack_epsilons"].sort()
+                for norm, eps in attacks_of(table_def, place["row"], place["column"]).items():
+                    cell["attacks"][norm] = sorted(set(cell["attacks"].get(norm, [])) | set(eps))
     return list(by_name.values())

@@ -25,9 +25,9 @@ def _check_shape(bank: ImageBank, ways: int, shots: int, queries: int) -> None:
     if ways > bank.n_classes:
         raise UserError(f"{ways}-way tasks need {ways} classes but the split has {bank.n_classes}; "
                         "lower the ways or use a larger split")
-    if shots + queries > bank.n_per_class:
+    if shots + queries > bank.min_images_per_class:
         raise UserError(f"{shots} shots + {queries} queries need {shots + queries} images per class "
-                        f"but the split has {bank.n_per_class}; lower shots or queries")
+                        f"but the split has {bank.min_images_per_class}; lower shots or queries")
 
 
 def gather(bank: ImageBank, classes: torch.Tensor, picks: torch.Tensor, shots: int,
@@ -67,6 +67,8 @@ class EpisodeSampler:
         n, k, q = self.ways, self.shots, self.queries
         classes = self.class_indices(batch)
         scores = torch.rand(batch, n, self.bank.n_per_class, generator=self.generator, device=self.bank.device)
+        if self.bank.excluded is not None:                                 # excluded images sort last
+            scores = scores.masked_fill(self.bank.excluded[classes], 2.0)
         picks = scores.argsort(dim=2)[:, :, : k + q]                       # [B, N, K+Q] distinct images
         return gather(self.bank, classes, picks, k, self.dtype)
 
@@ -93,6 +95,8 @@ class FixedEpisodes:
         for _ in range(count):
             classes.append(torch.rand(bank.n_classes, generator=generator).argsort()[:ways])
             scores = torch.rand(ways, bank.n_per_class, generator=generator)
+            if bank.excluded is not None:                                  # excluded images sort last
+                scores = scores.masked_fill(bank.excluded.cpu()[classes[-1]], 2.0)
             picks.append(scores.argsort(dim=1)[:, : shots + queries])
         self.classes = torch.stack(classes) if count else torch.zeros(0, ways, dtype=torch.long)
         self.picks = torch.stack(picks) if count else torch.zeros(0, ways, shots + queries, dtype=torch.long)

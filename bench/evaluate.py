@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 from tqdm.auto import tqdm
 
-from bench.attacks import fgsm
+from bench.attacks import PIXEL_UNITS, PixelSpace, fast_gradient
 from bench.episode_noise import EpisodeNoise
 from bench.episodes import EpisodeSampler, FixedEpisodes
 from bench.inner_loop import query_logits
@@ -32,28 +32,31 @@ def summarize(accuracies: list[float]) -> dict:
             "ci_rule": "1.96 * population std / sqrt(n)"}
 
 
-def _attacked_accuracy(learner: MetaLearner, adapted: dict, x: torch.Tensor, y: torch.Tensor, epsilon: float,
-                       lo: torch.Tensor | None, hi: torch.Tensor | None) -> torch.Tensor:
-    """Query accuracy per task [B] after an FGSM attack of size epsilon against the adapted parameters."""
+def _attacked_accuracy(learner: MetaLearner, adapted: dict, x: torch.Tensor, y: torch.Tensor, norm: str,
+                       epsilon: float, space: PixelSpace | None) -> torch.Tensor:
+    """Query accuracy per task [B] after a fast gradient attack of size epsilon in `norm` (pixel units, clamped to
+    the pixel range) against the adapted parameters."""
     def one_task(params: dict, xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
         logits_at = partial(query_logits, learner.spec, learner.reg, params, learner.meta_only)
-        x_adv = fgsm(lambda inputs: F.cross_entropy(logits_at(inputs), yq), xq, epsilon, lo, hi) if epsilon else xq
+        loss_at = lambda inputs: F.cross_entropy(logits_at(inputs), yq)  # noqa: E731
+        x_adv = fast_gradient(loss_at, xq, epsilon, norm, space) if epsilon else xq
         return (logits_at(x_adv).argmax(-1) == yq).to(learner.dtype).mean()
     return vmap(one_task)(adapted, x, y)
 
 
 def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, episodes: int = 1000, batch: int = 25,
-              samples: int | None = None, attack_epsilons: list[float] | None = None,
-              value_range: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
+              samples: int | None = None, attacks: dict[str, list[float]] | None = None,
+              pixel_space: PixelSpace | None = None, progress: bool = True,
               sample_chunk: int | None = None, seed: int = 0) -> dict:
-    """Accuracy (percent) on `episodes` test tasks: every per-episode value, mean and 95% CI; with
-    attack_epsilons, also the accuracy under FGSM of each size ("robustness"). Each episode's noise comes from
-    its own generator (seed, episode index), so neither `batch` nor sample_chunk (how many of the S samples are
-    forwarded at once: memory) changes the result."""
+    """Accuracy (percent) on `episodes` test tasks: every per-episode value, mean and 95% CI; with attacks
+    ({norm: sizes}, pixel units on the [0, 1] scale via pixel_space), also the accuracy under the fast gradient
+    attack of each norm and size ("robustness"). Each episode's noise comes from its own generator (seed, episode
+    index), so neither `batch` nor sample_chunk (how many of the S samples are forwarded at once: memory) changes
+    the result."""
     samples = learner.config.mc_test if samples is None else samples
     clean: list[float] = []
-    attacked: list[list[float]] = [[] for _ in attack_epsilons or []]
-    lo, hi = value_range if value_range is not None else (None, None)
+    pairs = [(norm, eps) for norm, sizes in (attacks or {}).items() for eps in sizes]
+    attacked: list[list[float]] = [[] for _ in pairs]
     bar = tqdm(total=episodes, desc="meta-test", disable=not progress, dynamic_ncols=True, leave=False)
     with torch.no_grad():
         while len(clean) < episodes:
@@ -64,14 +67,20 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
                                     sample_chunk=sample_chunk, noise_fn=noise)
             logits = learner.query_logits(adapted, ep.x_query)
             clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
-            for out, eps in zip(attacked, attack_epsilons or []):
-                out += (100 * _attacked_accuracy(learner, adapted, ep.x_query, ep.y_query, eps, lo, hi)
+            for out, (norm, eps) in zip(attacked, pairs):
+                out += (100 * _attacked_accuracy(learner, adapted, ep.x_query, ep.y_query, norm, eps, pixel_space)
                         .double()).tolist()
             bar.update(b)
     bar.close()
     result = summarize(clean)
-    if attack_epsilons:
-        per_eps = [summarize(a) for a in attacked]
-        result["robustness"] = {"epsilons": list(attack_epsilons), "mean": [r["mean"] for r in per_eps],
-                                "ci95": [r["ci95"] for r in per_eps], "accuracies": attacked}
+    if pairs:
+        norms: dict[str, dict] = {}
+        for (norm, eps), accuracies in zip(pairs, attacked):
+            curve = norms.setdefault(norm, {"epsilons": [], "mean": [], "ci95": [], "accuracies": []})
+            summary = summarize(accuracies)
+            curve["epsilons"].append(eps)
+            curve["mean"].append(summary["mean"])
+            curve["ci95"].append(summary["ci95"])
+            curve["accuracies"].append(accuracies)
+        result["robustness"] = {"units": PIXEL_UNITS, "attack": "fast gradient method", "norms": norms}
     return result

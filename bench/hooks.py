@@ -6,6 +6,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from bench.attacks import PixelSpace
 from bench.errors import UserError
 
 Params = dict[str, torch.Tensor]
@@ -37,6 +38,7 @@ class Regularizer:
     name: ClassVar[str] = "base"
     hyper_defaults: ClassVar[dict[str, Any]] = {}
     draws_noise: ClassVar[bool] = False         # False: deterministic, one MC sample suffices
+    pixels: PixelSpace = PixelSpace.identity()  # inputs vs [0, 1] pixels; bound from the data by bind_pixels
 
     def __init__(self, **hyper: Any):
         unknown = set(hyper) - set(self.hyper_defaults)
@@ -62,6 +64,17 @@ class Regularizer:
     def require_positive(self, key: str) -> None:
         """Raise UserError unless hyper-parameter `key` is a positive number."""
         self.require_in_range(key, 0.0, low_inclusive=False)
+
+    def require_choice(self, key: str, choices: tuple) -> None:
+        """Raise UserError unless hyper-parameter `key` is one of `choices` (true / false for booleans)."""
+        value = self.hyper[key]
+        if not any(value == c and type(value) is type(c) for c in choices):
+            allowed = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+            raise UserError(f"regularizer '{self.name}': {key} must be one of {allowed}, got {value!r}")
+
+    def bind_pixels(self, space: PixelSpace) -> None:
+        """Tell the regularizer how its inputs relate to [0, 1] pixels (attacks in pixel units)."""
+        self.pixels = space
 
     def init_params(self, spec: Any, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
         """(meta-only parameters, inner-loop-adapted parameters) this regularizer adds."""

@@ -13,6 +13,7 @@ from bench.inner_loop import NoiseFn, adapt_reference, adapt_vectorized, batched
 
 ALGORITHMS = ("maml", "metasgd")
 EXECUTIONS = ("vectorized", "per_task", "reference")   # the same meta-gradient, computed three ways
+ALPHA_INITS = ("constant", "uniform")   # Meta-SGD's alphas: all at inner_lr, or uniform in alpha_range (Li et al.)
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,19 @@ class LearnerConfig:
     mc_train: int = 1
     mc_test: int = 30
     execution: str = "vectorized"   # vmap over tasks | a backward per task | the per-task loop with one backward
+    alpha_init: str = "constant"                     # Meta-SGD only: see ALPHA_INITS
+    alpha_range: tuple[float, float] = (0.005, 0.1)  # Meta-SGD only, alpha_init "uniform"
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise UserError(f"unknown learner '{self.algorithm}'; choose one of: {', '.join(ALGORITHMS)}")
         if self.execution not in EXECUTIONS:
             raise UserError(f"unknown execution '{self.execution}'; choose one of: {', '.join(EXECUTIONS)}")
+        if self.alpha_init not in ALPHA_INITS:
+            raise UserError(f"unknown alpha_init '{self.alpha_init}'; choose one of: {', '.join(ALPHA_INITS)}")
+        low, high = self.alpha_range
+        if not 0 < low <= high:
+            raise UserError(f"alpha_range {list(self.alpha_range)} must be [low, high] with 0 < low <= high")
 
 
 class MetaLearner:
@@ -46,7 +54,7 @@ class MetaLearner:
         phi, reg_adapted = reg.init_params(spec, init_gen, dtype)
         self.adapted = self._leaves({**theta, **reg_adapted})
         self.meta_only = self._leaves({**bn_meta, **phi})
-        self.inner_lrs = (self._leaves({n: torch.full_like(v, config.inner_lr) for n, v in self.adapted.items()})
+        self.inner_lrs = (self._leaves(initial_alphas(self.adapted, config, init_gen))
                           if config.algorithm == "metasgd" else {})
         self.noise_generator = torch.Generator(device=self.device)
         self.noise_generator.manual_seed(seed + 1)
@@ -132,3 +140,11 @@ class MetaLearner:
                 value.copy_(state[name])
         self.noise_generator.set_state(state["rng/noise"])
 
+
+def initial_alphas(adapted: Params, config: LearnerConfig, generator: torch.Generator) -> Params:
+    """Meta-SGD's per-element alphas at the start: inner_lr everywhere, or uniform in alpha_range."""
+    if config.alpha_init == "constant":
+        return {n: torch.full_like(v, config.inner_lr) for n, v in adapted.items()}
+    low, high = config.alpha_range
+    return {n: torch.empty(v.shape, dtype=v.dtype).uniform_(low, high, generator=generator)
+            for n, v in adapted.items()}

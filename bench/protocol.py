@@ -47,6 +47,9 @@ class Protocol:
     test_queries: int | None = None  # query examples per class at meta-test (None: the same as `queries`)
     eval_at: list[int] = field(default_factory=list)   # also meta-test when training reaches these iterations
     data_options: dict[str, Any] = field(default_factory=dict)
+    metasgd_alpha_init: str = "constant"     # Meta-SGD's initial alphas: constant (inner_lr) or uniform (range)
+    metasgd_alpha_range: list[float] = field(default_factory=lambda: [0.005, 0.1])   # Li et al. (2017)
+    drop_cross_split_duplicates: bool = False    # exclude later-split copies of cross-split duplicate images
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for the result JSON."""
@@ -59,7 +62,7 @@ RUNTIME_FIELDS = ("execution", "cuda_graph", "test_batch", "test_sample_chunk", 
 EXECUTIONS = ("auto", "vectorized", "per_task", "reference")
 GRAPH_MODES = ("auto", "on", "off")
 _TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict[str, Any]": dict,
-          "int | None": (int, type(None)), "list[int]": list}
+          "int | None": (int, type(None)), "list[int]": list, "list[float]": list}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -100,20 +103,26 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _cell_overrides(preset_cfg: dict[str, Any], name: str, regularizer: str | None) -> dict[str, Any]:
-    """A preset's `per_cell` settings whose `when` (protocol and/or regularizer) matches this cell."""
+def _cell_overrides(preset_cfg: dict[str, Any], name: str, regularizer: str | None,
+                    learner: str | None) -> dict[str, Any]:
+    """A preset's `per_cell` settings whose `when` (protocol, regularizer and/or learner) matches this cell."""
     out: dict[str, Any] = {}
+    cell = {"protocol": name, "regularizer": regularizer, "learner": learner}
     for rule in preset_cfg.get("per_cell", []):
         when = rule.get("when", {})
-        if when.get("protocol", name) == name and when.get("regularizer", regularizer) == regularizer:
+        unknown = sorted(set(when) - set(cell))
+        if unknown:
+            raise UserError(f"preset per_cell rule {when} has unknown key(s) {', '.join(unknown)}; "
+                            f"use {', '.join(cell)}")
+        if all(cell[key] == value for key, value in when.items()):
             out.update(rule.get("set", {}))
     return out
 
 
 def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | None = None,
-                  regularizer: str | None = None) -> Protocol:
+                  regularizer: str | None = None, learner: str | None = None) -> Protocol:
     """configs/protocols/<name>.yaml, then the preset's overrides (per dataset, for all, per cell matching the
-    regularizer), then the caller's; unknown keys are errors."""
+    regularizer and learner), then the caller's; unknown keys are errors."""
     path = CONFIGS / "protocols" / f"{name}.yaml"
     if not path.exists():
         raise UserError(f"unknown protocol '{name}'; defined: {', '.join(protocol_names())}")
@@ -124,7 +133,7 @@ def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | 
     preset_cfg = read_yaml(preset_path)
     values.update(preset_cfg.get("per_dataset", {}).get(values.get("dataset"), {}))
     values.update(preset_cfg.get("overrides") or {})
-    values.update(_cell_overrides(preset_cfg, name, regularizer))
+    values.update(_cell_overrides(preset_cfg, name, regularizer, learner))
     if values.get("dataset") == "synthetic":
         values["data_options"] = {**preset_cfg.get("synthetic", {}),
                                   "image_shape": [values["in_channels"], values["image_size"], values["image_size"]]}

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bench.atomic import write_text_atomic
+from bench.attacks import PIXEL_UNITS
 
 STALE_LOCK_SECONDS = 2 * 3600      # a lock untouched this long (no heartbeat) is taken over
 
@@ -43,12 +44,17 @@ class ResultStore:
         return write_text_atomic(self.result_path(name), json.dumps(result, indent=1))
 
     def is_done(self, cell: dict) -> bool:
-        """Whether a result exists with every attack size the cell asks for."""
+        """Whether a result exists with every attack (norm and size, pixel units) the cell asks for."""
         result = self.read(cell["name"])
         if result is None:
             return False
-        have = set((result.get("robustness") or {}).get("epsilons", []))
-        return set(cell["attack_epsilons"]) <= have
+        if not cell["attacks"]:
+            return True
+        robustness = result.get("robustness") or {}
+        if robustness.get("units") != PIXEL_UNITS:           # older results: other units or format
+            return False
+        have = robustness.get("norms", {})
+        return all(set(eps) <= set(have.get(norm, {}).get("epsilons", [])) for norm, eps in cell["attacks"].items())
 
     def all_results(self) -> dict[str, dict]:
         """Every readable result, by cell name."""

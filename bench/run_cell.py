@@ -10,6 +10,7 @@ import torch
 from bench.api import build_experiment
 from bench.curves import CurveRecorder, curve_folder
 from bench.data.bank import ImageBank
+from bench.data.duplicates import cell_record
 from bench.errors import UserError
 from bench.paths import data_root as data_root_path
 from bench.protocol import Protocol
@@ -59,7 +60,7 @@ def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str,
 
     training = experiment.train(store.checkpoint_path(name), progress=progress, on_iteration=on_iteration)
     t1 = time.perf_counter()
-    test = experiment.test(attack_epsilons=cell["attack_epsilons"] or None, progress=progress)
+    test = experiment.test(attacks=cell["attacks"] or None, progress=progress)
     t2 = time.perf_counter()
     test_curve = curve.finish(test)
     robustness = test.pop("robustness", None)
@@ -72,7 +73,9 @@ def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str,
         "data": {"root": str(data_root_path(data_root).resolve()), "dataset": protocol.dataset,
                  "options": protocol.data_options,
                  "train": _bank_info(protocol.train_split, experiment.train_bank),
-                 "test": _bank_info(protocol.test_split, experiment.test_bank)},
+                 "test": _bank_info(protocol.test_split, experiment.test_bank),
+                 "duplicates": cell_record({protocol.train_split: experiment.train_bank,
+                                            protocol.test_split: experiment.test_bank})},
         "test": test, "robustness": robustness, "test_curve": test_curve, "training": training,
         "timings": {"train_seconds_this_run": t1 - t0 - curve.seconds, "test_seconds": t2 - t1,
                     "curve_test_seconds_this_run": curve.seconds,

@@ -1,8 +1,9 @@
-"""The run_all.py workflow: tables -> cells -> (estimate | run) -> Markdown, LaTeX and Figure 5."""
+"""The run_all.py workflow: tables -> cells -> (estimate | run) -> Markdown, LaTeX and the paper's figures."""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -15,17 +16,21 @@ from bench.estimate import cell_seconds, human
 from bench.execution import execute
 from bench.protocol import parse_overrides
 from bench.results import ResultStore
-from tables import latex_document, load_table_def, plot_robustness, render_latex, write_tables
+from tables import latex_document, load_table_def, render_latex, write_tables
 from tables.claims import claim_tables, load_claims
 from tables.curves import write_curves
+from tables.figure_set import FIGURES, write_figure_set
+from tables.figures import FigureContext
 from tables.reports import write_reports
 
-TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig5": "fig5", "curves": "curves"}
-PAPER_TABLES = ["1", "2", "3", "fig5"]          # what 'all' means: the paper's tables and figure
+TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig4": "fig4", "fig5": "fig5", "fig6": "fig6",
+               "fig7": "fig7", "curves": "curves", "choices": "choices"}
+PAPER_TABLES = ["1", "2", "3", "fig4", "fig5", "fig6", "fig7"]      # what 'all' means: the paper's tables, figures
 
 
 def table_names(spec: str) -> list[str]:
-    """'all', '2', 'fig5', 'curves' or '1,3' -> table definition names."""
+    """'all', '2', 'fig5', 'curves', 'choices' (the reproduction's own switches) or '1,3' -> table definition
+    names."""
     keys = PAPER_TABLES if spec == "all" else [s.strip() for s in spec.split(",")]
     unknown = [k for k in keys if k not in TABLE_NAMES]
     if unknown:
@@ -46,17 +51,27 @@ def placed_results(store: ResultStore, cells: list[dict], table: str) -> list[di
     return out
 
 
-def render(store: ResultStore, cells: list[dict], tables: list[str], paired: bool = False,
-           claims: bool = False) -> list[Path]:
-    """Write every asked table (Figure 5, the learning curves), paired.md and, if asked, claims.md from whatever
-    results exist; paired adds the paired column block to the tables. Returns the files."""
+def render(store: ResultStore, cells: list[dict], tables: list[str], paired: bool = False, claims: bool = False,
+           data_root: str | None = None, device: str = "cpu", failures: list[str] | None = None) -> list[Path]:
+    """Write every asked table and figure (the learning curves), paired.md and, if asked, claims.md from whatever
+    results exist; paired adds the paired column block to the tables. Returns the files. Figures 4, 6 and 7 load
+    their cells' final checkpoints and data (their own work runs on `device`, once: it is cached); a figure that
+    cannot be drawn is reported in `failures` and the others are still written."""
     out_dir = store.root / "tables"
     written, fragments = [], []
+    context = FigureContext(out_dir, store, data_root, device)
     placed = {table: placed_results(store, cells, table) for table in tables}
     for table, results in placed.items():
         table_def = load_table_def(table)
-        if table == "fig5":
-            written += plot_robustness(table_def, results, out_dir)
+        if table in FIGURES:
+            began, cpu = time.perf_counter(), time.process_time()
+            try:
+                written += write_figure_set(table, table_def, results, context)
+            except UserError as err:
+                (failures if failures is not None else []).append(f"{table}: {err}")
+                continue
+            print(f"{table}: drawn in {time.perf_counter() - began:.1f} s ({time.process_time() - cpu:.1f} s of CPU)",
+                  file=sys.stderr)
             continue
         if table == "curves":
             written += write_curves(table_def, results, out_dir)
@@ -111,7 +126,9 @@ def sweep(args: argparse.Namespace) -> int:
               f"(about {human(left)} on {kind})", file=sys.stderr)
         statuses = execute(todo, str(store.root), args.data_root, args.backend, args.device, args.jobs,
                            args.ray_address)
-    for path in render(store, cells, tables, args.paired, claims):
+    figure_device = "cuda" if has_gpu and args.device in ("auto", "cuda") else "cpu"
+    figure_failures: list[str] = []
+    for path in render(store, cells, tables, args.paired, claims, args.data_root, figure_device, figure_failures):
         print(f"wrote {path}", file=sys.stderr)
     for table in tables:
         md = store.root / "tables" / f"{table}.md"
@@ -123,4 +140,6 @@ def sweep(args: argparse.Namespace) -> int:
     busy = [s for s in statuses if s["status"] == "busy"]
     if busy:
         print(f"{len(busy)} cells are running in another process; run again later to include them", file=sys.stderr)
-    return 1 if failed else 0
+    for failure in figure_failures:
+        print(f"figure not drawn: {failure}", file=sys.stderr)
+    return 1 if failed or figure_failures else 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from bench.backbone import BackboneSpec
-from bench.errors import UserError
 from bench.hooks import ForwardContext, Params, Regularizer
 from bench.ops import softplus
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
@@ -29,8 +28,8 @@ class MetaDropout(Regularizer):
         return bool(self.hyper.get("logit_noise", False))
 
     def validate(self) -> None:
-        if not isinstance(self.hyper.get("logit_noise", False), bool):
-            raise UserError(f"regularizer '{self.name}': logit_noise must be true or false")
+        if "logit_noise" in self.hyper:
+            self.require_choice("logit_noise", (True, False))
 
     def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
         phi = block_convs(spec, generator, dtype, "phi.conv")

@@ -6,13 +6,14 @@ import math
 
 import torch
 
-from bench.backbone import N_BLOCKS, BackboneSpec
+from bench.backbone import INIT_STD, N_BLOCKS, BackboneSpec
 from bench.hooks import ForwardContext, Params, Regularizer
 from bench.ops import softplus
 from regularizers.meta_dropout import MetaDropout
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 SOFTPLUS_INV_ONE = math.log(math.e - 1)      # softplus(SOFTPLUS_INV_ONE) = 1
+NOISE_SHAPES = ("element", "channel")
 
 
 class FixedGaussian(Regularizer):
@@ -38,9 +39,23 @@ class FixedGaussian(Regularizer):
 
 
 class IndependentGaussian(FixedGaussian):
-    """a ~ N(mu, I) with mu^(l) a meta-learned vector per channel (input-independent), initialised at 0."""
+    """a ~ N(mu, I) with mu^(l) a meta-learned vector per channel (input-independent), initialised at 0.
+    `noise_shape`: "element" draws eps per pre-activation unit, like meta-dropout's Eq. 5, so that only the mean's
+    input dependence differs; "channel" draws one eps per (example, channel), shared over space (channel-wise
+    dropout)."""
 
     name = "independent_gaussian"
+    hyper_defaults = {"noise_shape": "element"}
+
+    def validate(self) -> None:
+        self.require_choice("noise_shape", NOISE_SHAPES)
+
+    def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
+                     device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        if self.hyper["noise_shape"] == "element":
+            return super().sample_noise(spec, n, sample_shape, generator, device, dtype)
+        return {f"eps{l}": torch.randn(*sample_shape, n, spec.channels, 1, 1, generator=generator, device=device,
+                                       dtype=dtype) for l in range(1, N_BLOCKS + 1)}
 
     def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
         return {f"phi.mu{l}": torch.zeros(spec.channels, dtype=dtype) for l in range(1, N_BLOCKS + 1)}, {}
@@ -52,15 +67,24 @@ class IndependentGaussian(FixedGaussian):
 class WeightGaussian(Regularizer):
     """Fully factorized Gaussian weights w = theta + sigma * eps, eps ~ N(0, I), resampled every inner step, on
     the conv kernels and the head's weight and bias (noise on a conv bias is a per-channel shift that batch norm
-    removes); sigma = softplus(rho) per weight, rho meta-learned, starting at `sigma_init`. The query path uses
-    the mean weights theta."""
+    removes); sigma = softplus(rho) per weight, rho meta-learned. The query path uses the mean weights theta.
+
+    Initial sigma: with `sigma_relative` (default) sigma_init is a fraction of the weights' init std (INIT_STD,
+    also for the zero-initialised head bias), 1.0 being Gaussian dropout's noise at p = 0.5 (alpha = p / (1 - p)
+    = 1: noise std equal to the weight magnitude); otherwise sigma_init is an absolute std."""
 
     name = "weight_gaussian"
-    hyper_defaults = {"sigma_init": 1e-3}
+    hyper_defaults = {"sigma_init": 1.0, "sigma_relative": True}
     draws_noise = True
 
     def validate(self) -> None:
         self.require_positive("sigma_init")
+        self.require_choice("sigma_relative", (True, False))
+
+    @property
+    def initial_sigma(self) -> float:
+        """The std every weight's noise starts at."""
+        return self.hyper["sigma_init"] * (INIT_STD if self.hyper["sigma_relative"] else 1.0)
 
     @staticmethod
     def weight_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
@@ -73,7 +97,7 @@ class WeightGaussian(Regularizer):
         return shapes
 
     def init_params(self, spec: BackboneSpec, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
-        rho = math.log(math.expm1(self.hyper["sigma_init"]))          # softplus(rho) = sigma_init
+        rho = math.log(math.expm1(self.initial_sigma))                 # softplus(rho) = initial sigma
         return {f"phi.rho.{n}": torch.full(s, rho, dtype=dtype) for n, s in self.weight_shapes(spec).items()}, {}
 
     def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
@@ -119,19 +143,21 @@ class MetaDropoutLearnedVariance(MetaDropout):
 
 
 class MetaDropoutAdditive(MetaDropout):
-    """Additive meta-dropout: Eq. 5 unchanged, Eq. 6's product replaced by a sum,
-    f <- f + scale * softplus(mu(h) + eps); the query uses f + scale * softplus(mu(h)). softplus keeps
-    meta-dropout's property that mu sets the noise amount per unit (mu << 0 suppresses it)."""
+    """Additive meta-dropout: Eq. 5 unchanged, Eq. 6's product replaced by a sum. With `softplus` (default),
+    f <- f + scale * softplus(mu(h) + eps), query f + scale * softplus(mu(h)): softplus keeps meta-dropout's
+    property that mu sets the noise amount per unit (mu << 0 suppresses it). Without, the plain Gaussian
+    f <- f + scale * (mu(h) + eps), query f + scale * mu(h)."""
 
     name = "meta_dropout_additive"
-    hyper_defaults = {**MetaDropout.hyper_defaults, "scale": 0.1}
+    hyper_defaults = {**MetaDropout.hyper_defaults, "scale": 0.1, "softplus": True}
 
     def validate(self) -> None:
         super().validate()
         self.require_positive("scale")
+        self.require_choice("softplus", (True, False))
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         a = self.mu(block, h_in, ctx.params)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]
-        return f + self.hyper["scale"] * softplus(a)
+        return f + self.hyper["scale"] * (softplus(a) if self.hyper["softplus"] else a)

@@ -6,11 +6,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from tables.defs import row_columns
+from bench.attacks import PIXEL_UNITS
+from tables.defs import paper_source, row_columns
 from tables.paper import paper_runs
 
 COLUMNS = ["row", "column", "n_seeds", "mean", "seed_std", "ci", "paper_mean", "paper_ci", "diff"]
-CURVE_COLUMNS = ["row", "column", "epsilon", "n_seeds", "mean", "ci"]
+CURVE_COLUMNS = ["row", "column", "norm", "epsilon", "n_seeds", "mean", "ci"]
 
 
 def results_by_cell(table_def: dict, results: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -33,14 +34,15 @@ def _mean(values: np.ndarray) -> float:
 def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
     """One record per (row, column) of the definition: seeds, mean, across-seed std, episode CI, paper, diff."""
     grouped = results_by_cell(table_def, results)
-    paper = paper_runs(table_def["name"])
     records = []
     for row in table_def["rows"]:
+        paper_table, paper_row = paper_source(table_def, row)
+        paper = paper_runs(paper_table).get(paper_row, {})
         for column in row_columns(table_def, row):
             seeds = grouped.get((row["id"], column), [])
             means = np.array([r["test"]["mean"] for r in seeds], dtype=float)
             cis = np.array([r["test"]["ci95"] for r in seeds], dtype=float)
-            reported = paper.get(row["id"], {}).get(column)
+            reported = paper.get(column)
             paper_mean = reported.mean if reported else math.nan
             paper_ci = reported.ci if reported and reported.ci is not None else math.nan
             records.append({"row": row["id"], "column": column, "n_seeds": len(seeds), "mean": _mean(means),
@@ -50,16 +52,19 @@ def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
 
 
 def aggregate_robustness(fig_def: dict, results: list[dict]) -> pd.DataFrame:
-    """Accuracy under attack per (row, column, epsilon): seeds, mean over seeds, mean per-seed episode CI."""
+    """Accuracy under attack per (row, column, norm, epsilon): seeds, mean over seeds, mean per-seed episode CI.
+    Results from before attacks were in pixel units (no `units`) are left out: their sizes meant something else."""
     points = []
     for (row, column), seeds in results_by_cell(fig_def, results).items():
         for result in seeds:
-            curve = result.get("robustness")
-            if curve:
-                points += [{"row": row, "column": column, "epsilon": float(eps), "mean": float(m), "ci": float(c)}
-                           for eps, m, c in zip(curve["epsilons"], curve["mean"], curve["ci95"])]
+            robustness = result.get("robustness") or {}
+            if robustness.get("units") != PIXEL_UNITS:
+                continue
+            for norm, curve in robustness["norms"].items():
+                points += [{"row": row, "column": column, "norm": norm, "epsilon": float(eps), "mean": float(m),
+                            "ci": float(c)} for eps, m, c in zip(curve["epsilons"], curve["mean"], curve["ci95"])]
     if not points:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    grouped = pd.DataFrame(points).groupby(["row", "column", "epsilon"], sort=True)
+    grouped = pd.DataFrame(points).groupby(["row", "column", "norm", "epsilon"], sort=True)
     curves = grouped.agg(n_seeds=("mean", "size"), mean=("mean", "mean"), ci=("ci", "mean")).reset_index()
     return curves[CURVE_COLUMNS]

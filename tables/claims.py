@@ -9,7 +9,7 @@ from pathlib import Path
 from bench.errors import UserError
 from bench.protocol import read_yaml
 from tables.aggregate import results_by_cell
-from tables.defs import load_table_def, row_columns
+from tables.defs import attacks_of, load_table_def, row_columns
 from tables.paired import Comparison, apply_holm, compare
 from tables.paper import paper_runs
 from tables.stats import ALPHA, POWER, required_n
@@ -63,11 +63,13 @@ def claim_tables(config: dict) -> list[str]:
     return list(dict.fromkeys(claim["table"] for claim in config.get("claims", [])))
 
 
-def _metrics(table_def: dict, claim: dict, column: str) -> list[tuple]:
+def _metrics(table_def: dict, claim: dict, row: str, versus: str, column: str) -> list[tuple]:
+    """Clean accuracy, or every attack (norm, size > 0) the figure's panels ask of both rows in the column."""
     if claim.get("metric", "accuracy") == "accuracy":
         return [()]
-    epsilons = table_def.get("attack_epsilons_by_column", {}).get(column, [])
-    return [("fgsm", float(eps)) for eps in epsilons if eps > 0]
+    theirs = attacks_of(table_def, versus, column)
+    return [("fgsm", eps, norm) for norm, sizes in attacks_of(table_def, row, column).items()
+            for eps in sizes if eps > 0 and eps in theirs.get(norm, [])]
 
 
 def _paper_diff(table: str, row: str, versus: str, column: str, metric: tuple) -> float:
@@ -85,7 +87,7 @@ def _comparisons(claim: dict, results: list[dict]) -> list[Comparison]:
         for versus in claim["versus"]:
             shared = [c for c in row_columns(table_def, rows[row]) if c in row_columns(table_def, rows[versus])]
             for column in claim.get("columns", shared):
-                for metric in _metrics(table_def, claim, column):
+                for metric in _metrics(table_def, claim, row, versus, column):
                     out.append(compare(claim["table"], row, versus, column, grouped.get((row, column), []),
                                        grouped.get((versus, column), []), metric))
     return out

@@ -27,7 +27,7 @@ def _comparison_line(tested: Tested, labels: dict[str, str], markup: Markup) -> 
     c = tested.comparison
     what = f"{labels[c.row]} vs. {labels[c.versus]}, {markup.escape(column_text(c.column))}"
     if c.metric:
-        what += f", FGSM {c.metric[1]:g}"
+        what += f", {c.metric[2]} attack {c.metric[1]:g}"
     paper = "–" if tested.paper_diff != tested.paper_diff else signed(tested.paper_diff, markup)
     if c.ok:
         seeds = f"{len(c.seeds)} seed{'s' if len(c.seeds) > 1 else ''}, {c.basis}"

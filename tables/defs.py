@@ -6,7 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from bench.attacks import check_norm
 from bench.errors import UserError
+from tables.paper import paper_runs
 
 TABLES_DIR = Path(__file__).resolve().parents[1] / "configs" / "tables"
 LEARNERS = ("maml", "metasgd")
@@ -47,6 +49,17 @@ def _check(table_def: dict, where: Path) -> None:
         extra = set(row.get("columns", [])) - set(table_def["columns"])
         if extra:
             raise UserError(f"{where}: row {row['id']!r} lists columns {sorted(extra)} that the table lacks")
+        if "paper" in row and not paper_runs(paper_source(table_def, row)[0]).get(paper_source(table_def, row)[1]):
+            raise UserError(f"{where}: row {row['id']!r} takes its paper numbers from {row['paper']!r}, which "
+                            "tables/paper_numbers.yaml lacks; use <table>/<row id>, e.g. table1/metasgd")
+    rows = {row["id"]: row for row in table_def["rows"]}
+    for panel in table_def.get("panels", []):
+        for row_id in panel.get("rows", [panel["row"]] if "row" in panel else []):
+            if row_id not in rows or panel["column"] not in row_columns(table_def, rows[row_id]):
+                raise UserError(f"{where}: panel {panel.get('title', '?')!r} shows row {row_id!r} in column "
+                                f"{panel['column']!r}, which the rows do not run; add the row or its column")
+        if "norm" in panel:
+            check_norm(panel["norm"])
 
 
 def load_table_def(name_or_path: str | os.PathLike) -> dict:
@@ -64,6 +77,21 @@ def load_table_def(name_or_path: str | os.PathLike) -> dict:
         row.setdefault("hyper", {})
         row.setdefault("protocol", {})       # protocol settings of this row only (e.g. its meta_lr)
     return table_def
+
+
+def paper_source(table_def: dict, row: dict) -> tuple[str, str]:
+    """(table, row id) of the paper's numbers for a row: its own, or another table's row named by `paper:`."""
+    table, _, row_id = row.get("paper", f"{table_def['name']}/{row['id']}").partition("/")
+    return table, row_id
+
+
+def attacks_of(table_def: dict, row_id: str, column: str) -> dict[str, list[float]]:
+    """{norm: sorted attack sizes} the definition's panels ask of (row, column) at meta-test (pixel units)."""
+    attacks: dict[str, set] = {}
+    for panel in table_def.get("panels", []):
+        if "norm" in panel and panel["column"] == column and row_id in panel["rows"]:
+            attacks.setdefault(panel["norm"], set()).update(float(e) for e in panel["epsilons"])
+    return {norm: sorted(eps) for norm, eps in sorted(attacks.items())}
 
 
 def row_columns(table_def: dict, row: dict) -> list[str]:

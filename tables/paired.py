@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.attacks import PIXEL_UNITS
 from bench.errors import UserError
 from tables.aggregate import results_by_cell
 from tables.defs import row_columns
 from tables.stats import Interval, holm, t_interval, wilcoxon_p, won_tied_lost
 
-Metric = tuple       # () clean accuracy; ("fgsm", epsilon); ("iteration", n)
+Metric = tuple       # () clean accuracy; ("fgsm", epsilon, norm): under attack (pixel units); ("iteration", n)
 
 
 def reference_of(table_def: dict, row: dict) -> str | None:
@@ -35,9 +36,12 @@ def measure(result: dict, metric: Metric) -> tuple[np.ndarray, str | None] | Non
     fingerprint = (result.get("test", {}).get("episodes") or {}).get("fingerprint")
     if not metric:
         return np.asarray(result["test"]["accuracies"], dtype=float), fingerprint
-    kind, value = metric
+    kind, value = metric[:2]
     if kind == "fgsm":
-        curve = result.get("robustness") or {}
+        robustness = result.get("robustness") or {}
+        if robustness.get("units") != PIXEL_UNITS:           # attacked in other units (older results)
+            return None
+        curve = robustness["norms"].get(metric[2], {})
         for eps, accuracies in zip(curve.get("epsilons", []), curve.get("accuracies", [])):
             if math.isclose(float(eps), float(value)):
                 return np.asarray(accuracies, dtype=float), fingerprint

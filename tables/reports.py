@@ -7,9 +7,10 @@ from bench.atomic import write_text_atomic
 from tables.claims import evaluate_claims, load_claims
 from tables.claims_table import render_claims_latex, render_claims_markdown
 from tables.defs import load_table_def
+from tables.figure_set import FIGURES
 from tables.paired_table import render_paired_latex, render_paired_markdown
 
-NOT_PAIRED = ("fig5", "curves")     # a figure and the learning curves carry their own comparisons
+NOT_PAIRED = (*FIGURES, "curves")   # the figures and the learning curves carry their own comparisons
 
 
 def write_reports(out_dir: Path, placed: dict[str, list[dict]], claims: bool) -> tuple[list[Path], list[str]]:

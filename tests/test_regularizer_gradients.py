@@ -1,7 +1,9 @@
 """Float64, per regularizer: the vectorized inner loop equals the per-task loop, and the meta-gradients of a
 theta tensor and of the regularizer's own parameters equal finite differences (noise held fixed)."""
 import pytest
+import torch
 
+from bench.attacks import PixelSpace
 from tests.meta_gradcheck import (assert_meta_gradients_match_fd, assert_vectorized_matches_reference,
                                   meta_gradients, tiny_episodes, tiny_learner)
 
@@ -63,3 +65,34 @@ def test_own_parameters_get_a_meta_gradient(regularizer):
     assert own
     for name in own:
         assert grads[name].abs().max() > 1e-10, name
+
+
+# switches that create new gradient paths (issue 13): the noise's shape, the additive formula without softplus,
+# and the attack in other norms and unclamped (no new path: the attack is data, so vectorized = reference only)
+VARIANTS = [
+    ("independent_gaussian", {"noise_shape": "channel"}, ("meta/phi.mu2",)),
+    ("meta_dropout_additive", {"softplus": False}, ("meta/phi.conv3.weight", "meta/phi.head.weight")),
+    ("weight_gaussian", {"sigma_init": 1e-3, "sigma_relative": False}, ("meta/phi.rho.head.weight",)),
+]
+ATTACKS = [{"norm": "l2"}, {"norm": "l1"}, {"norm": "linf"}, {"norm": "l2", "clamp": False}]
+
+
+@pytest.mark.parametrize("regularizer,hyper,own", VARIANTS)
+def test_variant_vectorized_equals_reference(regularizer, hyper, own):
+    assert_vectorized_matches_reference(tiny_learner(regularizer, hyper, mc_train=2), tiny_episodes())
+
+
+@pytest.mark.parametrize("regularizer,hyper,own", VARIANTS)
+def test_variant_meta_gradients_match_finite_differences(regularizer, hyper, own):
+    prefixes = (THETA, *own)
+    checked = assert_meta_gradients_match_fd(tiny_learner(regularizer, hyper), tiny_episodes(), prefixes)
+    assert len(checked) == len(prefixes)
+
+
+@pytest.mark.parametrize("hyper", ATTACKS)
+def test_attack_variant_vectorized_equals_reference(hyper):
+    """In a pixel space with a range that the random inputs exceed, so that clamping acts."""
+    learner = tiny_learner("fgsm", hyper)
+    one = torch.ones((), dtype=torch.float64)
+    learner.reg.bind_pixels(PixelSpace(0.5 * one, -one, one))
+    assert_vectorized_matches_reference(learner, tiny_episodes())

@@ -12,7 +12,7 @@ import yaml
 from scipy import stats
 from torch.func import vmap
 
-from bench.attacks import fgsm
+from bench.attacks import PixelSpace, fast_gradient
 from bench.backbone import forward
 from bench.errors import UserError
 from bench.hooks import ForwardContext
@@ -71,6 +71,10 @@ def test_unknown_name_lists_the_registry():
     ("fgsm", {"epsilon": -0.1}, "epsilon"), ("fgsm", {"eps": 0.1}, "epsilon"),
     ("meta_dropout_additive", {"scale": 0.0}, "scale"), ("meta_dropout_additive", {"logit_noise": 1}, "logit_noise"),
     ("weight_gaussian", {"sigma_init": 0}, "sigma_init"), ("fixed_gaussian", {"scale": 1}, "none"),
+    ("weight_gaussian", {"sigma_relative": "yes"}, "sigma_relative"),
+    ("independent_gaussian", {"noise_shape": "pixel"}, "noise_shape"),
+    ("meta_dropout_additive", {"softplus": 0}, "softplus"),
+    ("fgsm", {"norm": "l3"}, "norm"), ("fgsm", {"clamp": None}, "clamp"),
 ])
 def test_bad_hyper_parameters_raise_one_clear_line(name, hyper, says):
     with pytest.raises(UserError) as err:
@@ -222,17 +226,19 @@ def test_mixup_mixes_inputs_and_labels_at_the_chosen_layer():
 def test_fgsm_raises_the_loss_it_attacks_and_respects_the_range():
     learner = tiny_learner("none")
     ep = tiny_episodes()
+    one = torch.ones((), dtype=torch.float64)
 
-    def attacked(x, y, epsilon, lo, hi):
+    def attacked(x, y, epsilon, space):
         loss_at = lambda inputs: F.cross_entropy(  # noqa: E731
             query_logits(TINY, learner.reg, learner.adapted, learner.meta_only, inputs), y)
-        return loss_at(x), loss_at(fgsm(loss_at, x, epsilon, lo, hi)), fgsm(loss_at, x, epsilon, lo, hi)
+        x_adv = fast_gradient(loss_at, x, epsilon, "linf", space)
+        return loss_at(x), loss_at(x_adv), x_adv
 
-    lo, hi = torch.tensor(-1.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
-    clean, adv, x_adv = vmap(attacked, in_dims=(0, 0, None, None, None))(ep.x_query, ep.y_query, 0.05, lo, hi)
+    clean, adv, x_adv = vmap(attacked, in_dims=(0, 0, None, None))(ep.x_query, ep.y_query, 0.05,
+                                                                   PixelSpace(one, -one, one))
     assert (adv > clean).all()
     assert x_adv.min() >= -1 and x_adv.max() <= 1
-    _, _, unclamped = vmap(attacked, in_dims=(0, 0, None, None, None))(ep.x_query, ep.y_query, 0.05, None, None)
+    _, _, unclamped = vmap(attacked, in_dims=(0, 0, None, None))(ep.x_query, ep.y_query, 0.05, None)
     torch.testing.assert_close((unclamped - ep.x_query).abs(), torch.full_like(unclamped, 0.05))
 
 

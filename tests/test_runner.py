@@ -28,7 +28,7 @@ def test_cells_share_training_across_tables():
     assert len(maml) == 4                                   # one per protocol, not one per table
     omniglot = next(c for c in maml if c["protocol"]["name"] == "omniglot_20w1s")
     assert {p["table"] for p in omniglot["places"]} == {"table1", "table2", "table3", "fig5"}
-    assert omniglot["attack_epsilons"]                       # Figure 5 asks for its robustness curve
+    assert set(omniglot["attacks"]) == {"l1", "l2", "linf"}   # Figure 5 asks for its robustness curves
     assert len({c["name"] for c in cells}) == len(cells)
 
 
@@ -126,8 +126,9 @@ def test_two_runs_sharing_a_folder_split_the_cells(tmp_path):
 
 def test_release_preset_sets_the_release_meta_lr_for_meta_dropout_only():
     cells = expand(["table1"], "release", 1, {})
-    lr = {(c["protocol"]["name"], c["regularizer"]): c["protocol"]["meta_lr"] for c in cells}
-    assert lr[("omniglot_20w1s", "meta_dropout")] == 3e-4
-    assert lr[("omniglot_20w1s", "none")] == 1e-3
-    assert lr[("omniglot_20w5s", "meta_dropout")] == 1e-3
+    lr = {(c["protocol"]["name"], c["learner"], c["regularizer"]): c["protocol"]["meta_lr"] for c in cells}
+    assert lr[("omniglot_20w1s", "maml", "meta_dropout")] == 3e-4
+    assert lr[("omniglot_20w1s", "metasgd", "meta_dropout")] == 1e-3      # not in the release
+    assert lr[("omniglot_20w1s", "maml", "none")] == 1e-3
+    assert lr[("omniglot_20w5s", "maml", "meta_dropout")] == 1e-3
     assert all(c["protocol"]["meta_batch"] == 4 for c in cells if c["protocol"]["dataset"] == "omniglot")

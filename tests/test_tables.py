@@ -43,7 +43,7 @@ def table2_results() -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("name", TABLES + ["fig5"])
+@pytest.mark.parametrize("name", TABLES + ["fig4", "fig5", "fig6", "fig7", "choices"])
 def test_table_defs_are_valid(name: str) -> None:
     table_def = load_table_def(name)
     assert table_def["name"] == name
@@ -63,13 +63,21 @@ def test_every_run_row_has_a_paper_number(name: str) -> None:
     assert set(paper) == {row["id"] for row in table_def["rows"]}
 
 
-def test_fig5_fgsm_rows_are_restricted_to_their_dataset() -> None:
+def test_fig5_adversarial_rows_are_restricted_to_their_panels() -> None:
     fig = load_table_def("fig5")
     runs = {(c["row"], c["column"]): c["hyper"] for c in cells(fig)}
-    assert runs[("fgsm_omniglot_0.3", "omniglot_20w1s")] == {"epsilon": 0.3}
-    assert runs[("fgsm_mini_0.01", "mini_5w1s")] == {"epsilon": 0.01}
-    assert ("fgsm_omniglot_0.3", "mini_5w1s") not in runs
-    assert set(fig["attack_epsilons_by_column"]) == set(fig["columns"])
+    assert runs[("adv_l1_100", "omniglot_20w1s")] == {"epsilon": 100, "norm": "l1", "clamp": True}
+    assert runs[("adv_linf_0.01", "mini_5w1s")] == {"epsilon": 0.01, "norm": "linf", "clamp": True}
+    assert ("adv_l1_100", "mini_5w1s") not in runs and ("adv_l2_5", "omniglot_20w5s") not in runs
+    assert {p["column"] for p in fig["panels"]} == set(fig["columns"])
+
+
+def test_a_panel_showing_a_row_its_column_does_not_run_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "fig.yaml"
+    bad.write_text("name: fig\ntitle: t\ncolumns: [mini_5w1s]\npanels:\n  - {column: mini_5w1s, norm: linf, "
+                   "epsilons: [0], rows: [other]}\nrows:\n  - {id: maml, label: M, learner: maml, regularizer: none}\n")
+    with pytest.raises(UserError, match="panel"):
+        load_table_def(bad)
 
 
 def test_unknown_or_bad_table_raises_user_error(tmp_path: Path) -> None:

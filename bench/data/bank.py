@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bench.attacks import PixelSpace
+
 
 @dataclass
 class ImageBank:
@@ -15,6 +17,8 @@ class ImageBank:
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    excluded: torch.Tensor | None = None       # bool [classes, images]: never sampled (dropped duplicates)
+    hygiene: dict | None = None                # the dataset's duplicate report (bench.data.duplicates)
     _moment_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -64,8 +68,21 @@ class ImageBank:
                                        (1 / (255 * std)).to(dtype=dtype, device=device))
         return self._moment_cache[key]
 
-    def value_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def value_range(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel float values of pixel 0 and pixel 255, shape [C, 1, 1], for clamping attacks."""
-        lo = self.to_float(torch.zeros(len(self.mean), 1, 1, dtype=torch.uint8, device=self.device))
-        hi = self.to_float(torch.full((len(self.mean), 1, 1), 255, dtype=torch.uint8, device=self.device))
+        lo = self.to_float(torch.zeros(len(self.mean), 1, 1, dtype=torch.uint8, device=self.device), dtype)
+        hi = self.to_float(torch.full((len(self.mean), 1, 1), 255, dtype=torch.uint8, device=self.device), dtype)
         return lo, hi
+
+    def pixel_space(self, dtype: torch.dtype = torch.float32) -> PixelSpace:
+        """How the floats relate to [0, 1] pixels (std per channel, range), for attacks in pixel units."""
+        lo, hi = self.value_range(dtype)
+        std = torch.tensor(self.std, dtype=torch.float64).view(-1, 1, 1).to(dtype=dtype, device=self.device)
+        return PixelSpace(std, lo, hi)
+
+    @property
+    def min_images_per_class(self) -> int:
+        """Images a class can give an episode: n_per_class less any excluded ones."""
+        if self.excluded is None:
+            return self.n_per_class
+        return self.n_per_class - int(self.excluded.sum(1).max())

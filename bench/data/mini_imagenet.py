@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import pickle
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from bench.data.bank import ImageBank
 from bench.data.cache import cached_arrays
+from bench.atomic import write_text_atomic
 from bench.data.decode import decode_groups, rgb84
+from bench.data.duplicates import apply_report, build_report, digest, group_identical
 from bench.data.tree import FileTree
 from bench.errors import UserError
 from bench.paths import cache_dir
@@ -85,7 +89,8 @@ def _csv_groups(csv_path: Path) -> dict[str, list[str]]:
     return {label: sorted(names) for label, names in sorted(groups.items())}
 
 
-def _read_pickle(path: Path, split: str, classes: int, per_class: int) -> tuple[np.ndarray, list[str]]:
+def _load_pickle(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """(image_data uint8 [N, 84, 84, 3], class_dict {wnid: indices}) of a pickle cache, checked for its shape."""
     try:
         with open(path, "rb") as f:
             data = pickle.load(f)
@@ -95,9 +100,26 @@ def _read_pickle(path: Path, split: str, classes: int, per_class: int) -> tuple[
                         f"{err}; replace it") from err
     if images.dtype != np.uint8 or images.shape[1:] != (84, 84, 3):
         raise UserError(f"{path}: image_data is {images.dtype} {images.shape}, expected uint8 [N, 84, 84, 3]")
+    return images, class_dict
+
+
+def _read_pickle(path: Path, split: str, classes: int, per_class: int) -> tuple[np.ndarray, list[str]]:
+    images, class_dict = _load_pickle(path)
     _check_counts(class_dict, split, path, classes, per_class)
     names = sorted(class_dict)
     return np.stack([images[np.asarray(class_dict[w])] for w in names]).transpose(0, 1, 4, 2, 3).copy(), names
+
+
+def _source(folder: Path, split: str, format: str) -> tuple[str, Path]:
+    """(format, path) the split is read from: the given format, or the first present in priority order."""
+    found = _sources(folder, split)
+    if format != "auto":
+        found = {format: found[format]} if format in found else {}
+    if not found:
+        raise UserError(f"no miniImageNet {split} data ({format}) under {folder}: expected {ZIP_NAME}, or "
+                        f"{split}/<wnid>/*.jpg folders, or images/ + {split}.csv, or mini-imagenet-cache-{split}.pkl "
+                        "(see the data README for where to get them); pass --data-root or set $META_DROPOUT_DATA")
+    return next(iter(found.items()))
 
 
 def mini_imagenet_arrays(root: Path, split: str, format: str = "auto", classes: int | None = None,
@@ -109,14 +131,7 @@ def mini_imagenet_arrays(root: Path, split: str, format: str = "auto", classes: 
         raise UserError(f"unknown miniImageNet format {format!r}; choose auto or one of {', '.join(FORMATS)}")
     classes = CLASSES[split] if classes is None else classes
     folder = Path(root) / "mini_imagenet"
-    found = _sources(folder, split)
-    if format != "auto":
-        found = {format: found[format]} if format in found else {}
-    if not found:
-        raise UserError(f"no miniImageNet {split} data ({format}) under {folder}: expected {ZIP_NAME}, or "
-                        f"{split}/<wnid>/*.jpg folders, or images/ + {split}.csv, or mini-imagenet-cache-{split}.pkl "
-                        "(see the data README for where to get them); pass --data-root or set $META_DROPOUT_DATA")
-    kind, path = next(iter(found.items()))
+    kind, path = _source(folder, split, format)
     if kind == "pickle":
         key = FileTree(path).fingerprint()
         return cached_arrays(cache_dir(), f"mini_imagenet-{split}", f"pickle-{classes}x{per_class}-{key}",
@@ -140,12 +155,56 @@ def mini_imagenet_arrays(root: Path, split: str, format: str = "auto", classes: 
                          f"{kind}-{_DECODER_VERSION}-{split}-{classes}x{per_class}-{source_key}", build)
 
 
+def _split_images(split: str, kind: str, path: Path) -> Iterator[tuple[str, int, bytes, str]]:
+    """(wnid, index in the class, content, source name) for every image of a split: the file's bytes, or for the
+    pickle format the uint8 pixels."""
+    if kind == "pickle":                               # the bank's order: wnids sorted, class_dict's image order
+        images, class_dict = _load_pickle(path)
+        for wnid in sorted(class_dict):
+            for i, index in enumerate(class_dict[wnid]):
+                yield wnid, i, images[index].tobytes(), f"{path.name}[{index}]"
+        return
+    tree = FileTree(path.parent / "images" if kind == "csv" else path)
+    groups = _csv_groups(path) if kind == "csv" else _folder_groups(tree, split)
+    for wnid, names in groups.items():
+        for i, name in enumerate(names):
+            yield wnid, i, tree.read(name), name
+
+
+def mini_imagenet_duplicates(root: Path | str, format: str = "auto") -> dict:
+    """Identical images across the present splits (byte-identical files; identical pixels for pickles), computed
+    once per source and cached as JSON."""
+    folder = Path(root) / "mini_imagenet"
+    sources = {split: _source(folder, split, format) for split in SPLITS if _sources(folder, split)}
+    kind = next(iter(sources.values()))[0]
+    sources = {split: _source(folder, split, kind) for split in sources}
+    key = json.dumps({s: [k, FileTree(p).fingerprint()] for s, (k, p) in sources.items()}, sort_keys=True)
+    cached = cache_dir() / f"mini_imagenet-duplicates-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    try:
+        return json.loads(cached.read_text())
+    except (OSError, ValueError):
+        pass
+    items = (((split, wnid, i), digest(content), name) for split, (k, p) in sources.items()
+             for wnid, i, content, name in _split_images(split, k, p))
+    check = "identical pixels (pickle)" if kind == "pickle" else "byte-identical image files"
+    report = build_report("mini_imagenet", check, group_identical(items))
+    try:
+        write_text_atomic(cached, json.dumps(report))
+    except OSError:
+        pass                                     # an unwritable cache only costs recomputing
+    return report
+
+
 def load_mini_imagenet(root: Path | str, split: str, format: str = "auto", normalization: str = "train",
-                       classes: int | None = None, per_class: int = PER_CLASS, device: str = "cpu") -> ImageBank:
-    """The split as an ImageBank [classes, 600, 3, 84, 84]; normalization: "train" (default), "pickle" or "none"."""
+                       classes: int | None = None, per_class: int = PER_CLASS,
+                       drop_cross_split_duplicates: bool = False, device: str = "cpu") -> ImageBank:
+    """The split as an ImageBank [classes, 600, 3, 84, 84]; normalization: "train" (default), "pickle" or "none".
+    The duplicate report is attached; with drop_cross_split_duplicates, later copies are excluded from sampling."""
     if normalization not in NORMALIZATIONS:
         raise UserError(f"unknown normalization {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
     images, names = mini_imagenet_arrays(Path(root), split, format, classes, per_class)
     mean, std = NORMALIZATIONS[normalization]
-    return ImageBank.from_numpy(images, names, mean=tuple(m / 255 for m in mean), std=tuple(s / 255 for s in std),
+    bank = ImageBank.from_numpy(images, names, mean=tuple(m / 255 for m in mean), std=tuple(s / 255 for s in std),
                                 device=device)
+    apply_report(bank, mini_imagenet_duplicates(root, format), split, drop_cross_split_duplicates)
+    return bank

@@ -18,6 +18,7 @@ from bench.data import download
 from bench.data.bank import ImageBank
 from bench.data.cache import cached_arrays
 from bench.data.decode import omniglot_png, decode_groups
+from bench.data.duplicates import apply_report, build_report, digest, group_identical
 from bench.data.tree import FileTree
 from bench.errors import UserError
 from bench.paths import cache_dir
@@ -34,6 +35,7 @@ VINYALS_TRAIN = 1200
 VINYALS_SEED = 0
 _DECODER_VERSION = "maml-floor-28-v1"
 _DRAWER = re.compile(r"_(\d+)\.png$")
+_REPORTS: dict[tuple, dict] = {}
 
 
 def archive_tree(folder: Path, part: str, download_missing: bool = True) -> FileTree:
@@ -108,13 +110,38 @@ def split_characters(names: list[str], split: str, rule: str = "vinyals") -> lis
     return [i for i in order if i in chosen]
 
 
+def _class_name(name: str, angle: int) -> str:
+    return f"{name.split('/', 1)[1]}/rot{angle}"
+
+
+def omniglot_duplicates(chars: np.ndarray, names: list[str], split_rule: str = "vinyals") -> dict:
+    """Identical 28x28 images between classes (characters x rotations) of both splits of the rule; a source image
+    is a (character, drawer), so one collision between two characters shows in all four rotations."""
+    side = {i: split for split in SPLITS for i in split_characters(names, split, split_rule)}
+
+    def items():
+        for i, name in enumerate(names):
+            for k, angle in enumerate(ROTATIONS):
+                rotated = np.ascontiguousarray(np.rot90(chars[i], k, axes=(1, 2)))
+                for d in range(rotated.shape[0]):
+                    yield (side[i], _class_name(name, angle), d), digest(rotated[d].tobytes()), f"{name}[{d}]"
+
+    return build_report("omniglot", f"identical 28x28 images, split rule {split_rule}", group_identical(items()))
+
+
 def load_omniglot(root: Path | str, split: str, split_rule: str = "vinyals", download_missing: bool = True,
-                  device: str = "cpu") -> ImageBank:
-    """The split as an ImageBank [4 * characters, 20, 1, 28, 28], ink 1.0 and background 0.0 as floats."""
+                  drop_cross_split_duplicates: bool = False, device: str = "cpu") -> ImageBank:
+    """The split as an ImageBank [4 * characters, 20, 1, 28, 28], ink 1.0 and background 0.0 as floats; its
+    duplicate report attached (and the test copies of cross-split duplicates excluded when asked)."""
     chars, names = omniglot_characters(Path(root), download_missing)
     idx = split_characters(names, split, split_rule)
     chosen = chars[idx]
     rotated = np.stack([np.rot90(chosen, k, axes=(2, 3)) for k in range(len(ROTATIONS))], axis=1)
     images = rotated.reshape(-1, DRAWERS, 1, *chars.shape[2:])
-    class_names = [f"{names[i].split('/', 1)[1]}/rot{angle}" for i in idx for angle in ROTATIONS]
-    return ImageBank.from_numpy(images, class_names, mean=(0.0,), std=(1.0,), device=device)
+    class_names = [_class_name(names[i], angle) for i in idx for angle in ROTATIONS]
+    bank = ImageBank.from_numpy(images, class_names, mean=(0.0,), std=(1.0,), device=device)
+    memo_key = (split_rule, digest(chars.tobytes()), tuple(names))
+    if memo_key not in _REPORTS:                       # the train and test loads share one report
+        _REPORTS[memo_key] = omniglot_duplicates(chars, names, split_rule)
+    apply_report(bank, _REPORTS[memo_key], split, drop_cross_split_duplicates)
+    return bank

@@ -19,8 +19,9 @@ SYNTHETIC_SPLITS = ("train", "val", "test")
 
 def load_synthetic(root: Path, split: str, n_classes: int = 64, n_per_class: int = 20,
                    image_shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0, noise: float = 40.0,
-                   device: str = "cpu") -> ImageBank:
-    """A synthetic split; each split draws its prototypes from its own seed, so the splits share no classes."""
+                   drop_cross_split_duplicates: bool = False, device: str = "cpu") -> ImageBank:
+    """A synthetic split; each split draws its prototypes from its own seed, so the splits share no classes (and no
+    images: there is nothing to drop)."""
     split_seed = int(np.random.SeedSequence([seed, SYNTHETIC_SPLITS.index(split)]).generate_state(1)[0])
     return synthetic_bank(n_classes, n_per_class, tuple(image_shape), split_seed, noise, device=device)
 
