@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.errors import UserError
@@ -25,22 +29,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="override a protocol setting for every cell, e.g. --set iterations=2000")
     ap.add_argument("--dry-run", action="store_true", help="list the cells with a time estimate and stop")
     ap.add_argument("--render-only", action="store_true", help="only render tables from existing results")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="run again the cells whose failure (non-finite training or test) is recorded")
     ap.add_argument("--yes", action="store_true", help="run a paper-preset sweep without a GPU anyway")
     return ap.parse_args(argv)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Expand, run and render; user errors print one line and exit 2."""
+    """Expand, run and render; user errors print one line and exit 2; Ctrl-C or SIGTERM stop resumably
+    (exit 130 or 143)."""
     args = parse_args(argv)
     try:
-        from bench.sweep import sweep
-        return sweep(args)
+        with sigterm_as_interrupt():
+            from bench.sweep import sweep
+            return sweep(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"\ninterrupted{' by SIGTERM' if isinstance(stop, Terminated) else ''}: finished cells are saved "
+              "and locks released; run the same command again to resume", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -25,20 +25,21 @@ def local_devices(device: str, jobs: int) -> list[str]:
     return [d.strip() for d in device.split(",")]
 
 
-def _local(cells: list[dict], results: str, data_root: str | None, devices: list[str]) -> Iterator[dict]:
+def _local(cells: list[dict], results: str, data_root: str | None, devices: list[str],
+           retry_failed: bool) -> Iterator[dict]:
     from joblib import Parallel, delayed
     if len(devices) == 1:                       # one worker: show each cell's own training progress too
         for cell in cells:
-            yield run_cell(cell, results, data_root, devices[0], progress=True)
+            yield run_cell(cell, results, data_root, devices[0], progress=True, retry_failed=retry_failed)
         return
     threads = max(1, (os.cpu_count() or 1) // len(devices))
-    jobs = [delayed(run_cell)(cell, results, data_root, devices[i % len(devices)], False, threads)
+    jobs = [delayed(run_cell)(cell, results, data_root, devices[i % len(devices)], False, threads, retry_failed)
             for i, cell in enumerate(cells)]
     yield from Parallel(n_jobs=len(devices), return_as="generator_unordered")(jobs)
 
 
 def _ray(cells: list[dict], results: str, data_root: str | None, address: str | None,
-         gpus_per_cell: float) -> Iterator[dict]:
+         gpus_per_cell: float, retry_failed: bool) -> Iterator[dict]:
     try:
         import ray
     except ImportError:
@@ -46,28 +47,33 @@ def _ray(cells: list[dict], results: str, data_root: str | None, address: str | 
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(num_gpus=gpus_per_cell, num_cpus=1)(run_cell)
     device = "cuda:0" if gpus_per_cell else "cpu"    # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
-    pending = [remote.remote(cell, results, data_root, device) for cell in cells]
+    pending = [remote.remote(cell, results, data_root, device, retry_failed=retry_failed) for cell in cells]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])
 
 
 def execute(cells: list[dict], results: str, data_root: str | None, backend: str, device: str, jobs: int,
-            ray_address: str | None = None) -> list[dict]:
-    """Run the cells, showing done / running / left; returns each cell's status dict."""
+            ray_address: str | None = None, retry_failed: bool = False) -> list[dict]:
+    """Run the cells, showing done / running / left; returns each cell's status dict. Cells whose failure is
+    recorded are skipped unless retry_failed."""
     if backend == "local":
         devices = local_devices(device, jobs)
-        stream, width = _local(cells, results, data_root, devices), len(devices)
+        stream, width = _local(cells, results, data_root, devices, retry_failed), len(devices)
     elif backend == "ray":
         gpus = 1.0 if device in ("cuda", "auto") and (device == "cuda" or torch.cuda.is_available()) else 0.0
-        stream, width = _ray(cells, results, data_root, ray_address, gpus), len(cells)
+        stream, width = _ray(cells, results, data_root, ray_address, gpus, retry_failed), len(cells)
     else:
         raise UserError(f"unknown backend '{backend}'; choose local or ray")
     statuses = []
-    with tqdm(total=len(cells), desc="cells", unit="cell", dynamic_ncols=True) as bar:
-        for status in stream:
-            statuses.append(status)
-            left = len(cells) - len(statuses)
-            bar.set_postfix(running=min(width, left), left=left, failed=sum(s["status"] == "failed" for s in statuses))
-            bar.update(1)
+    try:
+        with tqdm(total=len(cells), desc="cells", unit="cell", dynamic_ncols=True) as bar:
+            for status in stream:
+                statuses.append(status)
+                left = len(cells) - len(statuses)
+                bar.set_postfix(running=min(width, left), left=left,
+                                failed=sum(s["status"] == "failed" for s in statuses))
+                bar.update(1)
+    finally:
+        stream.close()              # on an interrupt or error: stop (and join) the local workers now
     return statuses

@@ -19,6 +19,7 @@ def _small(text: str) -> str:
 
 LATEX = Markup(
     pm=r" $\pm$ ", delta=r"$\Delta$", minus="$-$", pct=r"\%", missing=r"--$^\dagger$", not_reported=r"--$^\ddagger$",
+    failed=r"--$^\S$",
     bold=lambda s: f"\\textbf{{{s}}}", small=_small, note=_small,
     label=lambda row: (r"\hspace{1em}" if row.get("group") else "") + row["label"],
     group=lambda row: row["group"],

@@ -10,7 +10,7 @@ from tables.latex import render_latex
 from tables.layout import Markup, build_lines
 
 MARKDOWN = Markup(
-    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡",
+    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡", failed="–§",
     bold=lambda s: f"**{s}**", small=lambda s: s, note=lambda s: f"*{s}*",
     label=lambda row: row.get("label_md", row["label"]),
     group=lambda row: row.get("group_md", row["group"]),
