@@ -9,24 +9,39 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.arguments import check_arguments
 from bench.errors import UserError
 
 
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to each flag's help, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line."""
-    ap = argparse.ArgumentParser(description=__doc__)
+    """The command line; --help shows every default."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_ShowDefaults)
     ap.add_argument("--table", default="all", help="1, 2, 3, fig5 or all (comma-separated for several)")
     ap.add_argument("--preset", default="paper", help="paper (full protocol), smoke (tiny, synthetic), release")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (0..N-1)")
-    ap.add_argument("--only", help="run only cells whose name or row id matches this glob, e.g. 'vib*'")
+    ap.add_argument("--only", help="run only cells whose name or row id matches this glob, e.g. 'vib*' (default: every cell)")
     ap.add_argument("--results", default="results", help="results folder (shared by concurrent runs)")
-    ap.add_argument("--data-root", help="data folder with omniglot/ and mini_imagenet/ (or $META_DROPOUT_DATA)")
+    ap.add_argument("--data-root", help="data folder with omniglot/ and mini_imagenet/ (default: "
+                                        "$META_DROPOUT_DATA, else ./data)")
     ap.add_argument("--device", default="auto", help="auto, cuda, cpu, or a list like cuda:0,cuda:1")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel CPU workers (GPUs: one cell per GPU)")
-    ap.add_argument("--backend", default="local", choices=["local", "ray"])
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="cells run at once on the CPU (default: one per CPU core); on GPUs one cell per GPU")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads of each cell; results are bit-identical between runs with the same "
+                         "value, whatever --jobs is")
+    ap.add_argument("--backend", default="local", choices=["local", "ray"], help="where cells run")
     ap.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a protocol setting for every cell, e.g. --set iterations=2000")
+                    help="override a protocol setting for every cell, e.g. --set iterations=2000 (default: none)")
     ap.add_argument("--dry-run", action="store_true", help="list the cells with a time estimate and stop")
     ap.add_argument("--render-only", action="store_true", help="only render tables from existing results")
     ap.add_argument("--retry-failed", action="store_true",
@@ -61,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     (exit 130 or 143)."""
     args = parse_args(argv)
     try:
+        check_arguments(args)              # answers before torch is imported
         with sigterm_as_interrupt():
             from bench.sweep import sweep
             return sweep(args)

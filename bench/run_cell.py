@@ -2,8 +2,11 @@
 meta-test, write one JSON atomically: the result, or the failure with its reason."""
 from __future__ import annotations
 
+import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -19,24 +22,39 @@ from bench.provenance import code_version, device_description, environment
 from bench.results import ResultStore
 
 HEARTBEAT_EVERY = 50      # iterations between lock touches
+PROGRESS_MODES = ("bars", "lines", "none")
+LINES_EVERY = 0.1         # "lines": one line per this fraction of a long cell's training
+LONG_CELL = 100           # iterations from which a cell counts as long
 
 
-def run_cell(cell: dict, results_dir: str, data_root: str | None = None, device: str = "cpu",
-             progress: bool = False, threads: int | None = None, retry_failed: bool = False) -> dict:
-    """Run one cell unless it is done, failed before (and not retry_failed) or held by another run; returns
-    {name, status, seconds[, error, owner]}. A failure is recorded in the results folder."""
-    store = ResultStore(results_dir)
+@dataclass(frozen=True)
+class RunOptions:
+    """How the cells of a sweep run; nothing here changes a result (threads is fixed per cell, so a result
+    does not depend on how many cells run beside it). progress: "bars" (tqdm, on a terminal), "lines" (plain
+    lines for a log) or "none"."""
+
+    results: str
+    data_root: str | None = None
+    threads: int = 1
+    retry_failed: bool = False
+    progress: str = "none"
+
+
+def run_cell(cell: dict, options: RunOptions, device: str = "cpu") -> dict:
+    """Run one cell unless it is done, failed before (and not options.retry_failed) or held by another run;
+    returns {name, status, seconds[, error, owner]}. A failure is recorded in the results folder."""
+    store = ResultStore(options.results)
     name = cell["name"]
-    state = store.state(cell, retry_failed)
+    state = store.state(cell, options.retry_failed)
     if state != "todo":
         return {"name": name, "status": f"{state}-before", "seconds": 0.0}
     if not store.try_lock(name):
         return {"name": name, "status": "busy", "owner": store.lock_owner(name), "seconds": 0.0}
     began = time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(options.threads)
     try:
-        store.write(name, _train_and_test(cell, store, data_root, device, progress))
+        store.write(name, _train_and_test(cell, store, options, device))
         return {"name": name, "status": "ran", "seconds": time.perf_counter() - began}
     except NonFinite as err:
         iteration = err.iteration if err.iteration is not None else cell["protocol"]["iterations"]
@@ -48,6 +66,7 @@ def run_cell(cell: dict, results_dir: str, data_root: str | None = None, device:
                    "trace": traceback.format_exc()}
     finally:
         store.unlock(name)
+        torch.set_num_threads(threads_before)
     return _record_failure(store, cell, device, failure, time.perf_counter() - began)
 
 
@@ -70,37 +89,49 @@ def _identity(cell: dict, device: str) -> dict:
             "device": device_description(device), "environment": environment()}
 
 
-def _train_and_test(cell: dict, store: ResultStore, data_root: str | None, device: str, progress: bool) -> dict:
+def _train_and_test(cell: dict, store: ResultStore, options: RunOptions, device: str) -> dict:
     """The cell's result; a checkpoint that cannot be used is moved aside (one warning) and the cell restarts."""
     try:
-        return _compute(cell, store, data_root, device, progress)
+        return _compute(cell, store, options, device)
     except CheckpointUnusable as err:
         aside = store.set_aside(err.path)
         warn(f"{err}; moved it to {aside} and restarting {cell['name']} from scratch")
-        return _compute(cell, store, data_root, device, progress)
+        return _compute(cell, store, options, device)
 
 
-def _compute(cell: dict, store: ResultStore, data_root: str | None, device: str, progress: bool) -> dict:
+def _on_iteration(store: ResultStore, cell: dict, options: RunOptions) -> Callable[[int], None]:
+    """After each training iteration: touch the lock now and then; in "lines" mode, one line per tenth of a long
+    cell."""
+    name, iterations = cell["name"], cell["protocol"]["iterations"]
+    every = max(1, round(iterations * LINES_EVERY))
+    lines = options.progress == "lines" and iterations >= LONG_CELL
+
+    def after(iteration: int) -> None:
+        if iteration % HEARTBEAT_EVERY == 0:
+            store.heartbeat(name)
+        if lines and (iteration % every == 0 or iteration == iterations):
+            print(f"{name}: iteration {iteration}/{iterations}", file=sys.stderr, flush=True)
+    return after
+
+
+def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -> dict:
     protocol = Protocol(**cell["protocol"])
     name = cell["name"]
     experiment = build_experiment(protocol, cell["learner"], cell["regularizer"], cell["hyper"], cell["seed"],
-                                  device=device, data_root=data_root)
+                                  device=device, data_root=options.data_root)
+    bars = options.progress == "bars"
     t0 = time.perf_counter()
-
-    def heartbeat(iteration: int) -> None:
-        if iteration % HEARTBEAT_EVERY == 0:
-            store.heartbeat(name)
-
-    training = experiment.train(store.checkpoint_path(name), progress=progress, on_iteration=heartbeat)
+    training = experiment.train(store.checkpoint_path(name), progress=bars,
+                                on_iteration=_on_iteration(store, cell, options))
     _require_finite_parameters(experiment, training["iterations"])
     t1 = time.perf_counter()
-    test = experiment.test(attack_epsilons=cell["attack_epsilons"] or None, progress=progress)
+    test = experiment.test(attack_epsilons=cell["attack_epsilons"] or None, progress=bars)
     t2 = time.perf_counter()
     robustness = test.pop("robustness", None)
     return {
-        **_identity(cell, device), "status": "ok",
+        **_identity(cell, device), "status": "ok", "runtime": {"threads": torch.get_num_threads()},
         "parameter_count": experiment.learner.parameter_count(),
-        "data": {"root": str(data_root_path(data_root).resolve()), "dataset": protocol.dataset,
+        "data": {"root": str(data_root_path(options.data_root).resolve()), "dataset": protocol.dataset,
                  "options": protocol.data_options,
                  "train": _bank_info(protocol.train_split, experiment.train_bank),
                  "test": _bank_info(protocol.test_split, experiment.test_bank)},

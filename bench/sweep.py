@@ -5,75 +5,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from tabulate import tabulate
 
+from bench.arguments import check_arguments, table_names
 from bench.atomic import write_text_atomic
 from bench.cells import expand
 from bench.errors import UserError
-from bench.estimate import cell_seconds, human
-from bench.execution import execute
+from bench.estimate import Calibration, calibrate, human, reference_calibration, sweep_seconds
+from bench.execution import execute, local_devices
+from bench.preflight import check_data_for, check_results_folder, check_rows
 from bench.protocol import identity, parse_overrides
 from bench.results import ResultStore
-from regularizers import build_regularizer
+from bench.run_cell import RunOptions
 from tables import latex_document, load_table_def, plot_robustness, render_latex, write_tables
+from tables.run_protocols import with_run_protocols
 
-TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig5": "fig5"}
-RESULT_FOLDERS = ("cells", "checkpoints", "locks", "tables")
 NAMED_AT_MOST = 5             # busy or failed cells named in one message
-
-
-def table_names(spec: str) -> list[str]:
-    """'all', '2', 'fig5' or '1,3' -> table definition names."""
-    keys = list(TABLE_NAMES) if spec == "all" else [s.strip() for s in spec.split(",")]
-    unknown = [k for k in keys if k not in TABLE_NAMES]
-    if unknown:
-        raise UserError(f"unknown table {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)} or all")
-    return [TABLE_NAMES[k] for k in keys]
-
-
-def check_counts(args: argparse.Namespace) -> None:
-    """--jobs and --seeds are counts: at least 1."""
-    for flag, value in (("--jobs", args.jobs), ("--seeds", args.seeds)):
-        if value < 1:
-            raise UserError(f"{flag} {value} is not allowed: {flag} must be an integer >= 1")
-
-
-def check_results_folder(root: Path, writable: bool) -> None:
-    """--results must be a folder (created if missing) that this user can write in, when the run writes."""
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--results {root} is a file, not a folder; give a folder (it is created if missing)")
-    if not writable:
-        return
-    for folder in [root] + [root / sub for sub in RESULT_FOLDERS if (root / sub).is_dir()]:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
-            os.close(fd)
-            os.remove(probe)
-        except OSError as err:
-            raise UserError(f"results folder {folder} is not writable ({err.strerror}); free space or fix its "
-                            "permissions, or choose another --results") from None
-
-
-def check_rows(cells: list[dict]) -> None:
-    """Every row's regularizer and hyper-parameters exist and are in range (a row naming a wrong one fails here,
-    before any cell runs)."""
-    seen = set()
-    for cell in cells:
-        key = (cell["regularizer"], json.dumps(cell["hyper"], sort_keys=True))
-        if key not in seen:
-            seen.add(key)
-            try:
-                build_regularizer(cell["regularizer"], cell["hyper"])
-            except (UserError, TypeError) as err:
-                place = cell["places"][0]
-                raise UserError(f"table {place['table']}, row '{place['row']}': {err}") from None
 
 
 def _setting(config: dict) -> str:
@@ -101,7 +52,7 @@ def render(store: ResultStore, table_cells: list[dict], tables: list[str]) -> li
     written, fragments = [], []
     try:
         for table in tables:
-            table_def = load_table_def(table)
+            table_def = with_run_protocols(load_table_def(table), table_cells)
             results = [r for r in placed if r["table"] == table]
             if table == "fig5":
                 written += plot_robustness(table_def, results, out_dir)
@@ -116,19 +67,16 @@ def render(store: ResultStore, table_cells: list[dict], tables: list[str]) -> li
     return written
 
 
-def dry_run(cells: list[dict], states: dict[str, str], kind: str) -> float:
-    """Print the cells with their state or estimated time; returns the total estimate of what is left (seconds)."""
-    rows, total = [], 0.0
-    for cell in cells:
-        state = states[cell["name"]]
-        seconds = cell_seconds(cell["protocol"], kind) if state == "todo" else 0.0
-        total += seconds
-        rows.append([cell["name"], ", ".join(f"{p['table']}:{p['row']}" for p in cell["places"]),
-                     human(seconds) if state == "todo" else state])
-    print(tabulate(rows, headers=["cell", "fills", f"estimate ({kind})"]))
-    print(f"{len(cells)} cells, {_count(states, 'done')} done, {_count(states, 'failed')} failed; about "
-          f"{human(total)} left on one {'GPU' if kind == 'gpu' else 'CPU machine'} (rough: scaled from measured steps)")
-    return total
+def dry_run(cells: list[dict], states: dict[str, str], calibration: Calibration, workers: int, where: str) -> float:
+    """Print the cells with their state or estimated time; returns the wall-clock estimate of what is left."""
+    rows = [[c["name"], ", ".join(f"{p['table']}:{p['row']}" for p in c["places"]),
+             human(calibration.cell_seconds(c)) if states[c["name"]] == "todo" else states[c["name"]]]
+            for c in cells]
+    print(tabulate(rows, headers=["cell", "fills", "estimate"]))
+    left = sweep_seconds([c for c in cells if states[c["name"]] == "todo"], calibration, workers)
+    print(f"{len(cells)} cells, {_count(states, 'done')} done, {_count(states, 'failed')} failed; about {human(left)} "
+          f"left on {where} (calibration: {calibration.source})")
+    return left
 
 
 def _count(states: dict[str, str], state: str) -> int:
@@ -156,10 +104,27 @@ def report(statuses: list[dict], states: dict[str, str]) -> int:
     return 1 if failed or before else 0
 
 
+def run_options(args: argparse.Namespace, store: ResultStore) -> RunOptions:
+    """How this invocation runs its cells: progress bars on a terminal, plain lines in a log."""
+    return RunOptions(str(store.root), args.data_root, args.threads, args.retry_failed,
+                      "bars" if sys.stderr.isatty() else "lines")
+
+
+def _estimate(args: argparse.Namespace, cells: list[dict], kind: str) -> tuple[Calibration, int, str]:
+    """The calibration, the number of parallel workers and their description for the cells to run."""
+    if args.backend == "ray" or not cells:
+        return reference_calibration(kind), 1, f"one {'GPU' if kind == 'gpu' else 'CPU core'}"
+    devices = local_devices(args.device, args.jobs)
+    plural = "s" if len(devices) > 1 else ""
+    where = (f"{len(devices)} GPU{plural}" if devices[0].startswith("cuda") else
+             f"{len(devices)} CPU worker{plural}, {args.threads} thread{'s' if args.threads > 1 else ''} each")
+    return calibrate(cells, devices[0], args.threads), len(devices), where
+
+
 def sweep(args: argparse.Namespace) -> int:
     """Check everything, expand the tables into cells, run what is left, render; returns the exit code."""
+    check_arguments(args)
     tables = table_names(args.table)
-    check_counts(args)
     overrides = parse_overrides(args.set)
     table_cells = expand(tables, args.preset, 1, overrides)
     check_rows(table_cells)
@@ -168,22 +133,28 @@ def sweep(args: argparse.Namespace) -> int:
     check_results_folder(store.root, writable=not args.dry_run)
     has_gpu = args.device not in ("cpu",) and torch.cuda.is_available()
     kind = "gpu" if has_gpu or (args.backend == "ray" and args.device == "cuda") else "cpu"
+    if args.backend == "local":
+        local_devices(args.device, args.jobs)                      # a device this machine lacks: stop now
     states = {c["name"]: store.state(c, args.retry_failed) for c in cells}
+    todo = [c for c in cells if states[c["name"]] == "todo"]
+    if not args.render_only:
+        check_data_for(todo, args.data_root)
     if args.dry_run:
-        dry_run(cells, states, kind)
+        dry_run(cells, states, *_estimate(args, todo, kind))
         return 0
     statuses = []
-    todo = [c for c in cells if states[c["name"]] == "todo"]
     if todo and not args.render_only:
-        left = sum(cell_seconds(c["protocol"], kind) for c in todo)
         if args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
+            left = sweep_seconds(todo, reference_calibration(kind), 1)
             raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take about "
                             f"{human(left)} on this CPU; use --preset smoke, a GPU, --backend ray, or --yes")
+        calibration, workers, where = _estimate(args, todo, kind)
         print(f"{len(cells)} cells: {_count(states, 'done')} done, {_count(states, 'failed')} failed before, "
-              f"{len(todo)} to run (about {human(left)} on {kind})", file=sys.stderr)
+              f"{len(todo)} to run (about {human(sweep_seconds(todo, calibration, workers))} on {where})",
+              file=sys.stderr)
         try:
-            statuses = execute(todo, str(store.root), args.data_root, args.backend, args.device, args.jobs,
-                               args.ray_address, args.retry_failed)
+            statuses = execute(todo, run_options(args, store), args.backend, args.device, args.jobs,
+                               args.ray_address)
         finally:
             store.release_dead_locks()
     for path in render(store, table_cells, tables):

@@ -11,6 +11,7 @@ from tables.aggregate import aggregate, failures_by_cell, results_by_cell
 from tables.defs import row_columns
 from tables.labels import column_text
 from tables.paper import Reported, cited_rows
+from tables.run_protocols import SMOKE_NOTE, is_smoke
 
 
 MAX_FAILURE_NOTES = 10       # failed cells named in a table's notes; the rest are counted
@@ -90,8 +91,8 @@ def _reported(reported: Reported | None, markup: Markup) -> str:
     return reported.mean_text + (f"{markup.pm}{reported.ci_text}" if reported.ci_text else "")
 
 
-def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup) -> list[Line]:
-    bold = _bold_rows(frame)
+def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup, smoke: bool) -> list[Line]:
+    bold = set() if smoke else _bold_rows(frame)
     records = {(r["row"], r["column"]): r for r in frame.to_dict("records")}
     lines: list[Line] = []
     group = None
@@ -105,8 +106,9 @@ def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup) -> list[Lin
             in_row = column in row_columns(table_def, row)
             measured.append(_measured(record, (row["id"], column) in bold, markup) if in_row else "")
             paper.append(_paper(record, markup) if in_row else "")
-        lines += [Line("run", markup.label(row), measured),
-                  Line("paper", markup.note(f"paper ({markup.delta})"), paper)]
+        lines.append(Line("run", markup.label(row), measured))
+        if not smoke:
+            lines.append(Line("paper", markup.note(f"paper ({markup.delta})"), paper))
     return lines
 
 
@@ -142,26 +144,32 @@ def _provenance(table_def: dict, results: list[dict], markup: Markup) -> str | N
     return markup.escape(f"Runs: preset {', '.join(presets)}; code version {', '.join(versions)}.")
 
 
-def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Markup) -> list[str]:
+def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Markup, smoke: bool) -> list[str]:
     pm, pct = markup.pm.strip(), markup.pct
-    notes = [f"Measured: meta-test accuracy ({pct}), mean over seeds {pm} the 95{pct} CI over episodes "
-             "(mean of the per-seed CIs); bold: the single best measured mean in its column (none on a tie).",
-             f"paper ({markup.delta}): the paper's reported mean {pm} 95{pct} CI, and "
-             f"{markup.delta} = measured {markup.minus} paper."]
+    measured = (f"Measured: meta-test accuracy ({pct}), mean over seeds {pm} the 95{pct} CI over episodes "
+                "(mean of the per-seed CIs)")
+    if smoke:
+        notes = [f"{SMOKE_NOTE}: tiny episodes on random synthetic images test that the suite runs; the numbers "
+                 "say nothing about the methods, so no paper numbers and no best are shown.", measured + "."]
+    else:
+        notes = [measured + "; bold: the single best measured mean in its column (none on a tie).",
+                 f"paper ({markup.delta}): the paper's reported mean {pm} 95{pct} CI, and "
+                 f"{markup.delta} = measured {markup.minus} paper."]
     if (frame.n_seeds > 1).any():
         notes.append("(sd s, n=k): across-seed standard deviation s of the k per-seed means.")
     if (frame.n_seeds == 0).any():
         notes.append(f"{markup.missing}: not run yet (no result for this cell).")
-    if cited_rows(table_def["name"]):
+    if cited_rows(table_def["name"]) and not smoke:
         notes.append("Reported by their papers: numbers the paper quotes from other work, not runs of this suite.")
-    if cited_rows(table_def["name"]) or frame.paper_mean.isna().any():
+    if not smoke and (cited_rows(table_def["name"]) or frame.paper_mean.isna().any()):
         notes.append(f"{markup.not_reported}: not reported by the paper (or by the paper it cites).")
     provenance = _provenance(table_def, results, markup)
     return notes + _failure_notes(table_def, results, markup) + ([provenance] if provenance else [])
 
 
 def build_lines(table_def: dict, results: list[dict], markup: Markup) -> tuple[list[Line], list[str]]:
-    """The table's lines (runs, each with its paper line, then any cited block) and its notes."""
-    frame = aggregate(table_def, results)
-    return _run_lines(table_def, frame, markup) + _cited_lines(table_def, markup), \
-        _notes(frame, table_def, results, markup)
+    """The table's lines (runs, each with its paper line, then any cited block) and its notes; on synthetic data
+    (a smoke run) the runs alone, never bold."""
+    frame, smoke = aggregate(table_def, results), is_smoke(table_def)
+    cited = [] if smoke else _cited_lines(table_def, markup)
+    return _run_lines(table_def, frame, markup, smoke) + cited, _notes(frame, table_def, results, markup, smoke)

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 from bench.atomic import write_text_atomic
-from tables.labels import column_text
 from tables.latex import render_latex
 from tables.layout import Markup, build_lines
+from tables.run_protocols import SMOKE_NOTE, header_text, is_smoke
 
 MARKDOWN = Markup(
     pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡", failed="–§",
@@ -26,8 +26,9 @@ def render_markdown(table_def: dict, results: list[dict]) -> str:
     """The table as Markdown: runs with their paper line, any cited block, then the notes."""
     lines, notes = build_lines(table_def, results, MARKDOWN)
     columns = table_def["columns"]
-    out = [f"### {table_def['name']}: {table_def.get('title_md', table_def['title'])}", "",
-           _pipe(["Model"] + [column_text(c) for c in columns]),
+    title = table_def.get("title_md", table_def["title"])
+    out = [f"### {table_def['name']}: {f'{SMOKE_NOTE}. ' if is_smoke(table_def) else ''}{title}", "",
+           _pipe(["Model"] + [header_text(table_def, c) for c in columns]),
            _pipe([":--"] + ["--:"] * len(columns))]
     styles = {"section": "***{}***", "group": "*{}*"}
     for line in lines:

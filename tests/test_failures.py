@@ -23,8 +23,8 @@ from bench.protocol import ALLOWED, FIELDS, Protocol, load_protocol, parse_overr
 from bench.results import ResultStore
 from run_all import main
 
-SMOKE = ["--table", "1", "--preset", "smoke", "--device", "cpu", "--set", "iterations=4", "--set",
-         "checkpoint_every=1"]
+SMOKE = ["--table", "1", "--preset", "smoke", "--device", "cpu", "--jobs", "1", "--set", "iterations=4", "--set",
+         "checkpoint_every=1"]                                    # --jobs 1: in this process (monkeypatches apply)
 MAML = SMOKE + ["--only", "omniglot_20w1s__maml__*"]          # MAML and MAML + meta-dropout, Omniglot 1-shot
 PLAIN_MAML = SMOKE + ["--only", "omniglot_20w1s__maml__none__*"]
 
