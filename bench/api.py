@@ -10,6 +10,7 @@ import torch
 
 from bench.backbone import BackboneSpec
 from bench.data.bank import ImageBank
+from bench.devices import check_device
 from bench.data.registry import load_bank
 from bench.episodes import EpisodeSampler, FixedEpisodes
 from bench.evaluate import meta_test
@@ -69,6 +70,7 @@ def build_experiment(protocol: Protocol | str, learner: str = "maml", regularize
                      data_root: str | Path | None = None,
                      dtype: torch.dtype = torch.float32) -> Experiment:
     """Load the data and build the meta-learner for a protocol (a name uses the paper preset)."""
+    check_device(device)
     p = load_protocol(protocol) if isinstance(protocol, str) else protocol
     spec = BackboneSpec(p.in_channels, p.image_size, p.channels, p.ways, bn_mode=p.bn_mode)
     config = LearnerConfig(algorithm=learner, inner_lr=p.inner_lr, inner_steps=p.inner_steps,

@@ -19,14 +19,6 @@ if TYPE_CHECKING:                          # bench.api imports bench.protocol, w
     from bench.learner import MetaLearner
 
 
-def check_eval_at(eval_at: list) -> None:
-    """eval_at must be a list of positive integer iterations; those beyond the protocol's iterations are never
-    reached and so not evaluated (a preset may list more than a shortened run reaches)."""
-    if not isinstance(eval_at, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0
-                                                for i in eval_at):
-        raise UserError(f"eval_at={eval_at!r} must be a list of positive iterations, e.g. --set 'eval_at=[500,1000]'")
-
-
 def curve_folder(checkpoint_path: Path) -> Path:
     """Where a cell keeps its curve snapshots and evaluations: beside its checkpoint."""
     return checkpoint_path.with_suffix(".curve")

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from bench.attacks import PIXEL_UNITS, PixelSpace, fast_gradient
 from bench.episode_noise import EpisodeNoise
 from bench.episodes import EpisodeSampler, FixedEpisodes
+from bench.failures import NonFinite
 from bench.inner_loop import query_logits
 from bench.learner import MetaLearner
 
@@ -40,8 +41,18 @@ def _attacked_accuracy(learner: MetaLearner, adapted: dict, x: torch.Tensor, y: 
         logits_at = partial(query_logits, learner.spec, learner.reg, params, learner.meta_only)
         loss_at = lambda inputs: F.cross_entropy(logits_at(inputs), yq)  # noqa: E731
         x_adv = fast_gradient(loss_at, xq, epsilon, norm, space) if epsilon else xq
-        return (logits_at(x_adv).argmax(-1) == yq).to(learner.dtype).mean()
-    return vmap(one_task)(adapted, x, y)
+        logits = logits_at(x_adv)
+        return (logits.argmax(-1) == yq).to(learner.dtype).mean(), torch.isfinite(logits).all()
+    accuracy, finite = vmap(one_task)(adapted, x, y)
+    if not finite.all():
+        raise NonFinite(f"meta-test logits under a {norm} attack of size {epsilon} are not finite", "test")
+    return accuracy
+
+
+def _require_finite(logits: torch.Tensor, first: int, count: int) -> None:
+    """A NaN or infinite logit makes the argmax (and the accuracy) meaningless: stop with NonFinite."""
+    if not torch.isfinite(logits).all():
+        raise NonFinite(f"meta-test logits are not finite in episodes {first}-{first + count - 1}", "test")
 
 
 def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, episodes: int = 1000, batch: int = 25,
@@ -66,6 +77,7 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
             adapted = learner.adapt(ep.x_support, ep.y_support, samples, first_order=True,
                                     sample_chunk=sample_chunk, noise_fn=noise)
             logits = learner.query_logits(adapted, ep.x_query)
+            _require_finite(logits, len(clean), b)
             clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
             for out, (norm, eps) in zip(attacked, pairs):
                 out += (100 * _attacked_accuracy(learner, adapted, ep.x_query, ep.y_query, norm, eps, pixel_space)

@@ -3,21 +3,118 @@ command-line overrides applied."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.curves import check_eval_at
 from bench.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """What a protocol setting accepts: a type, and a lower bound (numbers are also finite) or a set of choices;
+    a list's elements each accept `element` (with `length` of them, increasing, when given)."""
+
+    kind: type
+    low: float | None = None
+    low_open: bool = False                  # True: (low, inf) instead of [low, inf)
+    choices: tuple[str, ...] = ()
+    optional: bool = False                  # None is accepted too
+    element: Allowed | None = None
+    length: int | None = None
+
+    def describe(self) -> str:
+        """E.g. 'an integer >= 1', 'a finite number > 0', 'one of shift, affine'."""
+        if self.optional:
+            return f"null or {replace(self, optional=False).describe()}"
+        if self.element is not None:
+            count = f"{self.length} increasing" if self.length else "a list of"
+            return f"{count} values, each {self.element.describe()}"
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        noun = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
+                dict: "a mapping"}[self.kind]
+        return noun if self.low is None else f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
+
+    def coerce(self, value: Any) -> Any:
+        """The value as this setting's type (an integer or a string like '1e-4' where a float is expected);
+        raises ValueError when it is of the wrong type or out of range."""
+        if value is None and self.optional:
+            return None
+        if self.element is not None:
+            return self._coerce_list(value)
+        if self.kind is float and isinstance(value, str):
+            value = float(value)
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and {"on", "off"} <= set(self.choices):     # YAML 1.1 reads on/off as booleans
+            value = "on" if value else "off"
+        if not isinstance(value, self.kind) or (self.kind is not bool and isinstance(value, bool)):
+            raise ValueError("wrong type")
+        if self.choices and value not in self.choices:
+            raise ValueError("not a choice")
+        if self.low is not None and not (math.isfinite(value) and (value > self.low if self.low_open
+                                                                   else value >= self.low)):
+            raise ValueError("out of range")
+        return value
+
+    def _coerce_list(self, value: Any) -> list:
+        """A list whose elements each pass `element` (and, with `length`, that many in increasing order)."""
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("not a list")
+        values = [self.element.coerce(v) for v in value]
+        if self.length is not None and (len(values) != self.length or values != sorted(set(values))):
+            raise ValueError("wrong length or order")
+        return values
+
+
+def _integer(low: int = 1) -> Allowed:
+    """An integer setting of at least `low`."""
+    return Allowed(int, low)
+
+
+POSITIVE = Allowed(float, 0.0, low_open=True)
+SPLITS = ("train", "val", "test")
+# Every protocol setting and what it accepts; checked whenever a Protocol is made (files, presets, --set, API).
+ALLOWED: dict[str, Allowed] = {
+    "name": Allowed(str), "dataset": Allowed(str, choices=("omniglot", "mini_imagenet", "synthetic")),
+    "ways": _integer(2), "shots": _integer(), "queries": _integer(), "in_channels": _integer(),
+    "image_size": _integer(16),               # conv4's four 2x2 pools must leave at least 1x1
+    "channels": _integer(), "inner_lr": POSITIVE, "inner_steps": _integer(), "meta_lr": POSITIVE,
+    "meta_batch": _integer(), "iterations": _integer(), "mc_train": _integer(), "mc_test": _integer(),
+    "test_split": Allowed(str, choices=SPLITS), "test_episodes": _integer(), "test_batch": _integer(),
+    "checkpoint_every": _integer(), "train_split": Allowed(str, choices=SPLITS),
+    "bn_mode": Allowed(str, choices=("shift", "affine")),
+    "execution": Allowed(str, choices=("auto", "vectorized", "per_task", "reference")),
+    "cuda_graph": Allowed(str, choices=("auto", "on", "off")),
+    "test_sample_chunk": _integer(), "first_order": Allowed(bool), "data_options": Allowed(dict),
+    "test_queries": Allowed(int, 1, optional=True), "eval_at": Allowed(list, element=_integer()),
+    "metasgd_alpha_init": Allowed(str, choices=("constant", "uniform")),
+    "metasgd_alpha_range": Allowed(list, element=POSITIVE, length=2),
+    "drop_cross_split_duplicates": Allowed(bool),
+}
+
+
+def checked_setting(key: str, value: Any) -> Any:
+    """The value of protocol setting `key` as its declared type; one UserError line naming the setting, the
+    value and what is allowed otherwise."""
+    allowed = ALLOWED[key]
+    try:
+        return allowed.coerce(value)
+    except (ValueError, TypeError):
+        raise UserError(f"protocol setting {key}={value!r} is not allowed: {key} must be {allowed.describe()}") \
+            from None
+
+
+@dataclass(frozen=True)
 class Protocol:
-    """Everything that defines a column of the tables: data, episode shape, backbone width, optimisation."""
+    """Everything that defines a column of the tables: data, episode shape, backbone width, optimisation.
+    Every field is checked against ALLOWED when the protocol is made."""
 
     name: str
     dataset: str
@@ -51,6 +148,10 @@ class Protocol:
     metasgd_alpha_range: list[float] = field(default_factory=lambda: [0.005, 0.1])   # Li et al. (2017)
     drop_cross_split_duplicates: bool = False    # exclude later-split copies of cross-split duplicate images
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, checked_setting(f.name, getattr(self, f.name)))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for the result JSON."""
         return dataclasses.asdict(self)
@@ -59,10 +160,6 @@ class Protocol:
 FIELDS = {f.name for f in dataclasses.fields(Protocol)}
 # How a cell runs, not what it computes (equal up to floating-point summation order): not part of a cell's identity.
 RUNTIME_FIELDS = ("execution", "cuda_graph", "test_batch", "test_sample_chunk", "checkpoint_every")
-EXECUTIONS = ("auto", "vectorized", "per_task", "reference")
-GRAPH_MODES = ("auto", "on", "off")
-_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict[str, Any]": dict,
-          "int | None": (int, type(None)), "list[int]": list, "list[float]": list}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -134,10 +231,11 @@ def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | 
     values.update(preset_cfg.get("per_dataset", {}).get(values.get("dataset"), {}))
     values.update(preset_cfg.get("overrides") or {})
     values.update(_cell_overrides(preset_cfg, name, regularizer, learner))
-    if values.get("dataset") == "synthetic":
-        values["data_options"] = {**preset_cfg.get("synthetic", {}),
-                                  "image_shape": [values["in_channels"], values["image_size"], values["image_size"]]}
     values.update(overrides or {})
+    options = values.get("data_options", {})
+    if values.get("dataset") == "synthetic" and isinstance(options, dict):   # after the overrides: their image size
+        values["data_options"] = {**preset_cfg.get("synthetic", {}), **options,
+                                  "image_shape": [values["in_channels"], values["image_size"], values["image_size"]]}
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise UserError(f"unknown protocol setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
@@ -146,16 +244,10 @@ def load_protocol(name: str, preset: str = "paper", overrides: dict[str, Any] | 
                      and f.default_factory is dataclasses.MISSING)
     if missing:
         raise UserError(f"protocol '{name}' lacks {', '.join(missing)}; add them to {path}")
-    for f in dataclasses.fields(Protocol):
-        expected = _TYPES.get(f.type)
-        value = values.get(f.name)
-        if expected and f.name in values and (not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))):
-            raise UserError(f"protocol setting {f.name}={value!r} must be of type {f.type}")
-    for key, allowed in (("execution", EXECUTIONS), ("cuda_graph", GRAPH_MODES)):
-        if key in values and values[key] not in allowed:
-            raise UserError(f"protocol setting {key}={values[key]!r} must be one of {', '.join(allowed)}")
-    check_eval_at(values.get("eval_at", []))
-    return Protocol(**values)
+    try:
+        return Protocol(**values)
+    except UserError as err:
+        raise UserError(f"{name} (preset {preset}): {err}") from None
 
 
 def identity(protocol: dict[str, Any]) -> dict[str, Any]:

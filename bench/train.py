@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from bench import checkpoint
 from bench.cuda_graph import GraphedStep, use_graph
 from bench.episodes import EpisodeSampler, Episodes
-from bench.errors import UserError
+from bench.failures import NonFinite
 from bench.learner import MetaLearner
 from bench.meta_gradient import clip, meta_gradients
 from bench.timing import precision_settings
@@ -24,8 +24,11 @@ from bench.timing import precision_settings
 CUDNN_BENCHMARK = False
 
 
-class TrainingDiverged(UserError):
-    """The meta-loss became NaN or infinite."""
+class TrainingDiverged(NonFinite):
+    """The meta-loss became NaN or infinite at `iteration`."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message, "train", iteration)
 
 
 def make_optimizer(learner: MetaLearner, meta_lr: float, capturable: bool = False) -> torch.optim.Adam:
@@ -69,7 +72,7 @@ class RunningCurve:
         for offset, (loss, acc) in enumerate(values):
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"meta-loss became {loss} at iteration {first + offset}; lower meta_lr "
-                                       "or inner_lr, or check the regularizer's hyper-parameters")
+                                       "or inner_lr, or check the regularizer's hyper-parameters", first + offset)
             total_loss, total_acc, n = total_loss + loss, total_acc + acc, n + 1
         self.block = (total_loss, total_acc, n)
 
@@ -103,15 +106,16 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
     optimizer = make_optimizer(learner, meta_lr, capturable=graphed)
     start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0)), 0.0
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = checkpoint.load(checkpoint_path)
-        learner.load_state_dict(state["learner"])
-        for group in state["optimizer"]["param_groups"]:
-            group["capturable"] = graphed            # a run may resume on another device or graph setting
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        start, spent = state["iteration"], state["seconds"]
-        curve = RunningCurve(log_every, state["curve"], state["block"])
+        with checkpoint.resuming_from(checkpoint_path):
+            state = checkpoint.load(checkpoint_path)
+            learner.load_state_dict(state["learner"])
+            for group in state["optimizer"]["param_groups"]:
+                group["capturable"] = graphed            # a run may resume on another device or graph setting
+            optimizer.load_state_dict(state["optimizer"])
+            sampler.set_state(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            start, spent = state["iteration"], state["seconds"]
+            curve = RunningCurve(log_every, state["curve"], state["block"])
     step: Callable[[Episodes], tuple[torch.Tensor, torch.Tensor]] = partial(outer_step, learner, optimizer)
     began = time.perf_counter()
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,

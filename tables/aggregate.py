@@ -7,20 +7,31 @@ import numpy as np
 import pandas as pd
 
 from bench.attacks import PIXEL_UNITS
+from bench.cell_record import is_failure
 from tables.defs import paper_source, row_columns
 from tables.paper import paper_runs
 
-COLUMNS = ["row", "column", "n_seeds", "mean", "seed_std", "ci", "paper_mean", "paper_ci", "diff"]
+COLUMNS = ["row", "column", "n_seeds", "n_failed", "mean", "seed_std", "ci", "paper_mean", "paper_ci", "diff"]
 CURVE_COLUMNS = ["row", "column", "norm", "epsilon", "n_seeds", "mean", "ci"]
 
 
-def results_by_cell(table_def: dict, results: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """This table's results grouped by (row id, column id), one per seed (a repeated seed: the last wins)."""
+def _by_cell(table_def: dict, records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     by_seed: dict[tuple[str, str], dict[int, dict]] = {}
-    for result in results:
-        if result.get("table") == table_def["name"]:
-            by_seed.setdefault((result["row"], result["column"]), {})[result["seed"]] = result
+    for record in records:
+        if record.get("table") == table_def["name"]:
+            by_seed.setdefault((record["row"], record["column"]), {})[record["seed"]] = record
     return {cell: list(seeds.values()) for cell, seeds in by_seed.items()}
+
+
+def results_by_cell(table_def: dict, results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """This table's finished results (failures left out) grouped by (row id, column id), one per seed (a
+    repeated seed: the last wins)."""
+    return _by_cell(table_def, [r for r in results if not is_failure(r)])
+
+
+def failures_by_cell(table_def: dict, results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """This table's recorded failures grouped by (row id, column id), one per seed."""
+    return _by_cell(table_def, [r for r in results if is_failure(r)])
 
 
 def _seed_std(values: np.ndarray) -> float:
@@ -32,8 +43,9 @@ def _mean(values: np.ndarray) -> float:
 
 
 def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
-    """One record per (row, column) of the definition: seeds, mean, across-seed std, episode CI, paper, diff."""
-    grouped = results_by_cell(table_def, results)
+    """One record per (row, column) of the definition: seeds, failed seeds, mean, across-seed std, episode CI,
+    paper, diff. Failed seeds are counted, never averaged."""
+    grouped, failed = results_by_cell(table_def, results), failures_by_cell(table_def, results)
     records = []
     for row in table_def["rows"]:
         paper_table, paper_row = paper_source(table_def, row)
@@ -45,7 +57,8 @@ def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
             reported = paper.get(column)
             paper_mean = reported.mean if reported else math.nan
             paper_ci = reported.ci if reported and reported.ci is not None else math.nan
-            records.append({"row": row["id"], "column": column, "n_seeds": len(seeds), "mean": _mean(means),
+            records.append({"row": row["id"], "column": column, "n_seeds": len(seeds),
+                            "n_failed": len(failed.get((row["id"], column), [])), "mean": _mean(means),
                             "seed_std": _seed_std(means), "ci": _mean(cis), "paper_mean": paper_mean,
                             "paper_ci": paper_ci, "diff": _mean(means) - paper_mean})
     return pd.DataFrame.from_records(records, columns=COLUMNS)

@@ -32,15 +32,29 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
+def _is_list_of(value: object, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(item, kind) for item in value)
+
+
 def _check(table_def: dict, where: Path) -> None:
     for key in ("name", "title", "columns", "rows"):
         if key not in table_def:
             raise UserError(f"{where}: missing key {key!r} (need name, title, columns, rows)")
+    if not _is_list_of(table_def["columns"], str) or not table_def["columns"]:
+        raise UserError(f"{where}: 'columns' must be a list of protocol names, e.g. [omniglot_20w1s, mini_5w1s]")
+    if not _is_list_of(table_def["rows"], dict) or not table_def["rows"]:
+        raise UserError(f"{where}: 'rows' must be a list of mappings (id, label, learner, regularizer, hyper), "
+                        f"got {table_def['rows']!r:.60}")
     seen: set[str] = set()
     for row in table_def["rows"]:
         missing = [k for k in ("id", "label", "learner", "regularizer") if k not in row]
         if missing:
             raise UserError(f"{where}: row {row.get('id', '?')!r} lacks {', '.join(missing)}")
+        if not isinstance(row.get("hyper", {}), dict):
+            raise UserError(f"{where}: row {row['id']!r} has hyper {row['hyper']!r}; it must be a mapping, e.g. "
+                            "{beta: 1.0e-4}")
+        if not isinstance(row.get("columns", []), list):
+            raise UserError(f"{where}: row {row['id']!r} has columns {row['columns']!r}; it must be a list")
         if row["id"] in seen:
             raise UserError(f"{where}: row id {row['id']!r} appears twice; row ids must be unique")
         seen.add(row["id"])

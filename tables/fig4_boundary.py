@@ -156,6 +156,6 @@ def render(fig_def: dict, results: list[dict], ctx: FigureContext) -> Figure:
     for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         result = find_result(results, panel["row"], panel["column"])
         draw_panel(ax, panel_data(fig_def, result, ctx) if result else None, panel["title"])
-    caption(fig, fig_def["caption"])
+    caption(fig, fig_def, fig_def["caption"])
     return fig
 

@@ -10,12 +10,26 @@ from matplotlib.figure import Figure
 from tables.aggregate import aggregate_robustness
 from tables.figure_files import save_figure
 from tables.figures import FigureContext, caption
+from tables.run_protocols import header_text, is_smoke
 
 NORM_TEXT = {"linf": r"$\ell_\infty$", "l2": r"$\ell_2$", "l1": r"$\ell_1$"}
 
 
+def _title(fig_def: dict, panel: dict) -> str:
+    """The panel's title; on synthetic data (smoke) the protocol actually run and the norm."""
+    if is_smoke(fig_def):
+        return f"{header_text(fig_def, panel['column'])}, {NORM_TEXT[panel['norm']]}"
+    return panel["title"]
+
+
 def _panel(ax: Axes, fig_def: dict, curves: pd.DataFrame, panel: dict) -> None:
     rows = {row["id"]: row for row in fig_def["rows"]}
+    mine = curves[(curves["column"] == panel["column"]) & (curves["norm"] == panel["norm"])]
+    if mine.empty:                                   # nothing to draw: say so instead of empty axes
+        ax.text(0.5, 0.5, f"{_title(fig_def, panel)}:\nno finished cells", ha="center", va="center",
+                transform=ax.transAxes, fontsize=10)
+        ax.set_axis_off()
+        return
     for index, row_id in enumerate(panel["rows"]):
         row = rows[row_id]
         style = {"color": f"C{index}", "marker": "o", "markersize": 3, **row.get("style", {})}
@@ -29,7 +43,7 @@ def _panel(ax: Axes, fig_def: dict, curves: pd.DataFrame, panel: dict) -> None:
         ax.plot(curve["epsilon"], curve["mean"], label=label + (f" ({seeds} seeds)" if seeds > 1 else ""), **style)
         ax.fill_between(curve["epsilon"], curve["mean"] - curve["ci"], curve["mean"] + curve["ci"],
                         color=style["color"], alpha=0.15, linewidth=0)
-    ax.set_title(panel["title"], fontsize=10)
+    ax.set_title(_title(fig_def, panel), fontsize=10)
     ax.set_xlabel(rf"attack size $\epsilon$ ({NORM_TEXT[panel['norm']]}, pixels on the [0, 1] scale)", fontsize=8)
     ax.set_ylabel("meta-test accuracy (%)", fontsize=8)
     ax.grid(alpha=0.3)
@@ -42,7 +56,7 @@ def robustness_figure(fig_def: dict, results: list[dict], panels: list[dict]) ->
     fig = Figure(figsize=(4.2 * len(panels), 4.3), layout="constrained")
     for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         _panel(ax, fig_def, curves, panel)
-    caption(fig, f"{fig_def['title']}. {fig_def['caption']}")
+    caption(fig, fig_def, f"{fig_def['title']}. {fig_def['caption']}")
     return fig
 
 

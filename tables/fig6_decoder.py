@@ -126,7 +126,7 @@ def render(fig_def: dict, results: list[dict], ctx: FigureContext) -> Figure:
         ax.set_xlabel("test example")
         ax.set_ylabel("image")
         ax.legend(handles=[], title="no result yet", fontsize=7)
-        caption(fig, fig_def["caption"])
+        caption(fig, fig_def, fig_def["caption"])
         return fig
     settings = preset_settings(fig_def, "decoder", result)
     key = {"figure": "fig6", "version": VERSION, "cell": result["name"], "settings": settings, "seed": fig_def["seed"]}
@@ -149,7 +149,7 @@ def render(fig_def: dict, results: list[dict], ctx: FigureContext) -> Figure:
     ax.set_xlabel("test example")
     ax.set_ylabel("decoded from")
     steps, error = data["history"][-1]
-    caption(fig, f"{fig_def['caption']} Decoder: {int(steps)} Adam steps, held-out reconstruction error "
+    caption(fig, fig_def, f"{fig_def['caption']} Decoder: {int(steps)} Adam steps, held-out reconstruction error "
                  f"{error:.4f} (mean squared error, pixels in [0, 1]; {data['history'][0][1]:.4f} before training).")
     return fig
 

@@ -59,7 +59,7 @@ def render(fig_def: dict, results: list[dict], ctx: FigureContext) -> Figure:
     axes = fig.subplots(1, 2 * len(panels), squeeze=False, width_ratios=[1, 4] * len(panels))[0]
     for k, (panel, panel_data) in enumerate(zip(panels, data)):
         _draw(fig, axes[2 * k], axes[2 * k + 1], panel, panel_data)
-    caption(fig, fig_def["caption"])
+    caption(fig, fig_def, fig_def["caption"])
     return fig
 
 

@@ -17,6 +17,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from bench.atomic import atomic_path
 from bench.results import ResultStore
+from tables.run_protocols import SMOKE_NOTE, is_smoke
 
 KIND_COLORS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red")
 
@@ -48,8 +49,12 @@ class FigureContext:
         return data
 
 
-def caption(fig: Figure, text: str, size: float = 8.5) -> None:
-    """The figure's caption above its panels, wrapped to the figure's width."""
+def caption(fig: Figure, fig_def: dict, text: str, size: float = 8.5) -> None:
+    """The figure's caption above its panels, wrapped to the figure's width; a figure of cells that ran on
+    synthetic data (smoke) says so first and carries a SMOKE watermark."""
+    if is_smoke(fig_def):
+        text = f"{SMOKE_NOTE}. {text}"
+        fig.text(0.5, 0.5, "SMOKE", ha="center", va="center", fontsize=90, color="0.5", alpha=0.15, rotation=25)
     fig.suptitle(textwrap.fill(" ".join(text.split()), width=int(fig.get_figwidth() * 108 / size)), fontsize=size)
 
 

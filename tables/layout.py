@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tables.aggregate import aggregate, results_by_cell
+from tables.aggregate import aggregate, failures_by_cell, results_by_cell
 from tables.defs import row_columns
+from tables.labels import column_text
 from tables.paper import Reported, cited_rows
+from tables.run_protocols import SMOKE_NOTE, is_smoke
+
+
+MAX_FAILURE_NOTES = 10       # failed cells named in a table's notes; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,7 @@ class Markup:
     pct: str
     missing: str
     not_reported: str
+    failed: str
     bold: Callable[[str], str]
     small: Callable[[str], str]
     note: Callable[[str], str]
@@ -44,15 +50,29 @@ def _signed(value: float, markup: Markup) -> str:
     return f"+{value:.2f}" if value >= 0 else f"{markup.minus}{-value:.2f}"
 
 
-def _measured(record: dict, best: float, markup: Markup) -> str:
+def _measured(record: dict, bold: bool, markup: Markup) -> str:
     if record["n_seeds"] == 0:
-        return markup.missing
+        return markup.failed if record["n_failed"] else markup.missing
     text = f"{record['mean']:.2f}{markup.pm}{record['ci']:.2f}"
-    if round(record["mean"], 2) == best:
+    if bold:
         text = markup.bold(text)
     if record["n_seeds"] > 1:
         text += " " + markup.small(f"(sd {record['seed_std']:.2f}, n={record['n_seeds']})")
+    if record["n_failed"]:
+        text += " " + markup.small(f"({record['n_failed']} more failed{markup.failed})")
     return text
+
+
+def _bold_rows(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    """(row, column) of the single best measured mean of each column; none on a tie, or when the best has a
+    failed seed (its mean leaves that seed out)."""
+    bold = set()
+    for column, group in frame[frame.n_seeds > 0].groupby("column"):
+        rounded = group["mean"].round(2)
+        top = group[rounded == rounded.max()]
+        if len(top) == 1 and top.iloc[0]["n_failed"] == 0:
+            bold.add((top.iloc[0]["row"], column))
+    return bold
 
 
 def _paper(record: dict, markup: Markup) -> str:
@@ -72,8 +92,8 @@ def _reported(reported: Reported | None, markup: Markup) -> str:
     return reported.mean_text + (f"{markup.pm}{reported.ci_text}" if reported.ci_text else "")
 
 
-def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup) -> list[Line]:
-    best = frame[frame.n_seeds > 0].groupby("column")["mean"].max().round(2).to_dict()
+def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup, smoke: bool) -> list[Line]:
+    bold = set() if smoke else _bold_rows(frame)
     records = {(r["row"], r["column"]): r for r in frame.to_dict("records")}
     lines: list[Line] = []
     group = None
@@ -85,10 +105,11 @@ def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup) -> list[Lin
         for column in table_def["columns"]:
             record = records.get((row["id"], column))
             in_row = column in row_columns(table_def, row)
-            measured.append(_measured(record, best.get(column), markup) if in_row else "")
+            measured.append(_measured(record, (row["id"], column) in bold, markup) if in_row else "")
             paper.append(_paper(record, markup) if in_row else "")
-        lines += [Line("run", markup.label(row), measured),
-                  Line("paper", markup.note(f"paper ({markup.delta})"), paper)]
+        lines.append(Line("run", markup.label(row), measured))
+        if not smoke:
+            lines.append(Line("paper", markup.note(f"paper ({markup.delta})"), paper))
     return lines
 
 
@@ -101,6 +122,20 @@ def _cited_lines(table_def: dict, markup: Markup) -> list[Line]:
         for row in cited]
 
 
+def _failure_notes(table_def: dict, results: list[dict], markup: Markup) -> list[str]:
+    failures = [r for seeds in failures_by_cell(table_def, results).values() for r in seeds]
+    if not failures:
+        return []
+    notes = [f"{markup.failed}: failed, no valid result (never averaged, never bold); the reasons:"]
+    for r in failures[:MAX_FAILURE_NOTES]:
+        where = f"{r['row']}, {column_text(r['column'])}, seed {r['seed']}"
+        notes.append(markup.escape(f"{where}: {r['reason']}"))
+    if len(failures) > MAX_FAILURE_NOTES:
+        notes.append(markup.escape(f"... and {len(failures) - MAX_FAILURE_NOTES} more: see the cell files "
+                                   "(status failed) in the results folder."))
+    return notes
+
+
 def _provenance(table_def: dict, results: list[dict], markup: Markup) -> str | None:
     used = [r for seeds in results_by_cell(table_def, results).values() for r in seeds]
     if not used:
@@ -110,31 +145,38 @@ def _provenance(table_def: dict, results: list[dict], markup: Markup) -> str | N
     return markup.escape(f"Runs: preset {', '.join(presets)}; code version {', '.join(versions)}.")
 
 
-def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Markup) -> list[str]:
+def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Markup, smoke: bool) -> list[str]:
     pm, pct = markup.pm.strip(), markup.pct
-    notes = [f"Measured: meta-test accuracy ({pct}), mean over seeds {pm} the 95{pct} CI over episodes "
-             "(mean of the per-seed CIs); bold: best measured mean in its column.",
-             f"paper ({markup.delta}): the paper's reported mean {pm} 95{pct} CI, and "
-             f"{markup.delta} = measured {markup.minus} paper."]
+    measured = (f"Measured: meta-test accuracy ({pct}), mean over seeds {pm} the 95{pct} CI over episodes "
+                "(mean of the per-seed CIs)")
+    if smoke:
+        notes = [f"{SMOKE_NOTE}: tiny episodes on random synthetic images test that the suite runs; the numbers "
+                 "say nothing about the methods, so no paper numbers and no best are shown.", measured + "."]
+    else:
+        notes = [measured + "; bold: the single best measured mean in its column (none on a tie).",
+                 f"paper ({markup.delta}): the paper's reported mean {pm} 95{pct} CI, and "
+                 f"{markup.delta} = measured {markup.minus} paper."]
     if (frame.n_seeds > 1).any():
         notes.append("(sd s, n=k): across-seed standard deviation s of the k per-seed means.")
     if (frame.n_seeds == 0).any():
         notes.append(f"{markup.missing}: not run yet (no result for this cell).")
-    if cited_rows(table_def["name"]):
+    if cited_rows(table_def["name"]) and not smoke:
         notes.append("Reported by their papers: numbers the paper quotes from other work, not runs of this suite.")
-    if cited_rows(table_def["name"]) or frame.paper_mean.isna().any():
+    if not smoke and (cited_rows(table_def["name"]) or frame.paper_mean.isna().any()):
         notes.append(f"{markup.not_reported}: not reported by the paper (or by the paper it cites).")
     provenance = _provenance(table_def, results, markup)
-    return notes + ([provenance] if provenance else [])
+    return notes + _failure_notes(table_def, results, markup) + ([provenance] if provenance else [])
 
 
 def build_lines(table_def: dict, results: list[dict], markup: Markup,
                 paired: bool = False) -> tuple[list[Line], list[str], list[str]]:
     """The table's lines (runs, each with its paper line, then any cited block), its notes, and the headers of
-    any extra column block (paired: the difference to the reference row on the same episodes)."""
-    frame = aggregate(table_def, results)
-    lines = _run_lines(table_def, frame, markup) + _cited_lines(table_def, markup)
-    notes = _notes(frame, table_def, results, markup)
+    any extra column block (paired: the difference to the reference row on the same episodes); on synthetic data
+    (a smoke run) the runs alone, never bold."""
+    frame, smoke = aggregate(table_def, results), is_smoke(table_def)
+    cited = [] if smoke else _cited_lines(table_def, markup)
+    lines = _run_lines(table_def, frame, markup, smoke) + cited
+    notes = _notes(frame, table_def, results, markup, smoke)
     if not paired:
         return lines, notes, []
     from tables.paired_table import add_paired_block      # here: it builds on this module's Line and Markup

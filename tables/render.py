@@ -5,12 +5,12 @@ import os
 from pathlib import Path
 
 from bench.atomic import write_text_atomic
-from tables.labels import column_text
 from tables.latex import render_latex
 from tables.layout import Markup, build_lines
+from tables.run_protocols import SMOKE_NOTE, header_text, is_smoke
 
 MARKDOWN = Markup(
-    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡",
+    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡", failed="–§",
     bold=lambda s: f"**{s}**", small=lambda s: s, note=lambda s: f"*{s}*",
     label=lambda row: row.get("label_md", row["label"]),
     group=lambda row: row.get("group_md", row["group"]),
@@ -26,8 +26,9 @@ def render_markdown(table_def: dict, results: list[dict], paired: bool = False) 
     """The table as Markdown: runs with their paper line, any cited block, then the notes; paired adds the
     column block of differences to the reference row."""
     lines, notes, extra = build_lines(table_def, results, MARKDOWN, paired)
-    headers = [column_text(c) for c in table_def["columns"]] + extra
-    out = [f"### {table_def['name']}: {table_def.get('title_md', table_def['title'])}", "",
+    headers = [header_text(table_def, c) for c in table_def["columns"]] + extra
+    title = table_def.get("title_md", table_def["title"])
+    out = [f"### {table_def['name']}: {f'{SMOKE_NOTE}. ' if is_smoke(table_def) else ''}{title}", "",
            _pipe(["Model"] + headers),
            _pipe([":--"] + ["--:"] * len(headers))]
     styles = {"section": "***{}***", "group": "*{}*"}

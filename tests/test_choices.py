@@ -30,7 +30,7 @@ from bench.ops import softplus as ops_softplus
 from bench.paths import CACHE_DIR_ENV
 from bench import protocol
 from bench.protocol import load_protocol
-from bench.results import ResultStore
+from bench.results import ResultStore, has_attacks
 from bench.run_cell import run_cell
 from regularizers import build_regularizer
 from run_all import main
@@ -196,7 +196,6 @@ def test_fast_gradient_training_treats_the_attack_as_data(norm):
     plain = MetaLearner(TINY, build_regularizer("none"), config, seed=3, dtype=torch.float64)
     ep = tiny_episodes()
     targets = F.one_hot(ep.y_support, TINY.ways).double()
-    params = {**plain.adapted, **plain.meta_only}
     attacked = torch.stack([
         adversarial.reg.perturb_support(ep.x_support[b], lambda inputs, b=b: support_loss(
             TINY, plain.reg, plain.adapted, plain.meta_only, inputs, targets[b], {}), None)
@@ -209,17 +208,15 @@ def test_fast_gradient_training_treats_the_attack_as_data(norm):
             torch.testing.assert_close(g_adv[name], g_plain[name], rtol=1e-10, atol=1e-13, msg=name)
 
 
-def test_results_attacked_in_other_units_are_not_done(tmp_path):
+def test_results_attacked_in_other_units_are_not_done():
     """A result from before attacks were in pixel units (or per norm) is run again: its test only, as the cell's
     final checkpoint is kept."""
-    store = ResultStore(tmp_path)
-    cell = {"name": "c", "attacks": {"linf": [0.0, 0.1]}}
+    attacks = {"linf": [0.0, 0.1]}
     curve = {"epsilons": [0.0, 0.1], "mean": [50.0, 40.0], "ci95": [1.0, 1.0]}
-    store.write("c", {"robustness": curve})
-    assert not store.is_done(cell)
-    store.write("c", {"robustness": {"units": PIXEL_UNITS, "norms": {"linf": curve}}})
-    assert store.is_done(cell) and not store.is_done({**cell, "attacks": {"linf": [0.2]}})
-    assert not store.is_done({**cell, "attacks": {"l2": [0.0]}})
+    assert not has_attacks({"robustness": curve}, attacks)
+    record = {"robustness": {"units": PIXEL_UNITS, "norms": {"linf": curve}}}
+    assert has_attacks(record, attacks) and not has_attacks(record, {"linf": [0.2]})
+    assert not has_attacks(record, {"l2": [0.0]}) and has_attacks({}, {})
 
 
 # --- the release preset, per row ---------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def _figure(name: str, run: Path, with_results: bool = True):
     store = ResultStore(run)
     cells = expand([name], "smoke", 1, SHORT)
     fig_def = load_table_def(name)
-    results = placed_results(store, cells, name) if with_results else []
+    results = [r for r in placed_results(store, cells) if r["table"] == name] if with_results else []
     return FIGURES[name].render(fig_def, results, FigureContext(run / "tables", store))
 
 

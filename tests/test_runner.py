@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from bench.cells import expand
+from bench.estimate import reference_calibration
 from bench.results import ResultStore
 from run_all import main
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--table", "1", "--preset", "smoke", "--only", "omniglot_20w1s__maml__*", "--set", "iterations=4",
-         "--set", "checkpoint_every=1", "--device", "cpu"]
+         "--set", "checkpoint_every=1", "--device", "cpu", "--jobs", "1"]
 
 
 def _tables(results: Path) -> dict[str, str]:
@@ -53,26 +54,43 @@ def test_run_then_rerun_skips_finished_cells(tmp_path, capsys):
     assert "MAML" in (tmp_path / "tables" / "table1.md").read_text()
 
 
-def test_killed_run_finishes_with_the_same_tables(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    args = SMALL + ["--set", "iterations=40"]
-    assert main(args + ["--results", str(straight)]) == 0
+KILL_ARGS = SMALL + ["--set", "iterations=40"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """The uninterrupted run that killed-and-resumed runs must reproduce."""
+    root = tmp_path_factory.mktemp("straight")
+    assert main(KILL_ARGS + ["--results", str(root)]) == 0
+    return root
+
+
+def _accuracies(results: Path) -> dict[str, list[float]]:
+    return {p.name: json.loads(p.read_text())["test"]["accuracies"] for p in (results / "cells").glob("*.json")}
+
+
+@pytest.mark.parametrize("sig,jobs", [(signal.SIGKILL, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)])
+def test_killed_run_finishes_with_the_same_tables(tmp_path, straight_run, sig, jobs):
+    killed = tmp_path / "killed"
+    args = KILL_ARGS + ["--jobs", str(jobs)]
     cmd = [sys.executable, str(REPO / "run_all.py")] + args + ["--results", str(killed)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     checkpoints = killed / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and not list(checkpoints.glob("*.pt")):
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert list((killed / "locks").glob("*.lock"))                 # killed while a cell runs
+    proc.send_signal(sig)
+    stderr = proc.communicate(timeout=60)[1]
+    if sig == signal.SIGTERM:                                      # like Ctrl-C: a message, locks released
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert "interrupted by SIGTERM: finished cells are saved" in stderr and "Traceback" not in stderr
+        assert not list((killed / "locks").glob("*.lock"))
     assert main(args + ["--results", str(killed)]) == 0
-    assert _tables(killed) == _tables(straight)
-    straight_cells = {p.name: json.loads(p.read_text())["test"]["accuracies"]
-                      for p in (straight / "cells").glob("*.json")}
-    killed_cells = {p.name: json.loads(p.read_text())["test"]["accuracies"] for p in (killed / "cells").glob("*.json")}
-    assert straight_cells == killed_cells
+    assert _tables(killed) == _tables(straight_run)                # whatever --jobs each part ran with
+    assert _accuracies(killed) == _accuracies(straight_run)
 
 
 def test_a_live_lock_makes_another_run_skip_the_cell(tmp_path):
@@ -84,10 +102,12 @@ def test_a_live_lock_makes_another_run_skip_the_cell(tmp_path):
     assert store.try_lock(cell["name"])
 
 
-def test_dry_run_lists_cells_with_estimates(tmp_path, capsys):
-    assert main(["--table", "2", "--preset", "paper", "--dry-run", "--results", str(tmp_path)]) == 0
+def test_dry_run_lists_cells_with_estimates(tmp_path, capsys, monkeypatch, data_root):
+    monkeypatch.setattr("bench.sweep.calibrate", lambda cells, device, threads: reference_calibration("cpu"))
+    assert main(["--table", "2", "--preset", "paper", "--dry-run", "--data-root", str(data_root),
+                 "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "mixup" in out and "vib" in out and "left on one" in out
+    assert "mixup" in out and "vib" in out and "left on" in out and "(calibration: reference figures)" in out
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -95,7 +115,7 @@ def test_dry_run_lists_cells_with_estimates(tmp_path, capsys):
     (["--preset", "nope", "--dry-run"], "unknown preset"),
     (["--set", "iterations"], "key=value"),
     (["--set", "bogus=1", "--dry-run"], "unknown protocol setting"),
-    (["--set", "iterations=many", "--dry-run"], "must be of type int"),
+    (["--set", "iterations=many", "--dry-run"], "iterations must be an integer >= 1"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(argv + ["--results", str(tmp_path)]) == 2

@@ -85,7 +85,7 @@ def decode_groups(tree: FileTree, groups: list[list[str]], decode: Callable[[byt
         out[i:i + len(images)] = images
         bar.update(images.shape[0] * images.shape[1])
 
-    with tqdm(total=total, desc=desc, unit="img") as bar:
+    with tqdm(total=total, desc=desc, unit="img", disable=None) as bar:     # None: no bar in a log (not a TTY)
         if workers == 1 or total < _SERIAL_BELOW:
             for i, chunk in chunks.items():
                 put(i, _decode_chunk(decode, chunk, tree))

@@ -22,12 +22,15 @@ def md5sum(path: Path) -> str:
 def fetch(url: str, dest: Path, md5: str) -> Path:
     """Download url to dest (via dest.part, then os.replace) and check its MD5; failures are UserErrors."""
     part = dest.with_name(dest.name + ".part")
+    created = not dest.parent.exists()
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(exist_ok=True)          # only the dataset's own folder: never a missing data root
         with urlopen(url, timeout=60) as response, open(part, "wb") as out:
             shutil.copyfileobj(response, out)
     except OSError as err:
         part.unlink(missing_ok=True)
+        if created and not any(dest.parent.iterdir()):
+            dest.parent.rmdir()                   # leave no empty folder behind a failed download
         raise UserError(f"{dest} is missing and downloading it from {url} failed ({err}); download it by hand "
                         f"into {dest.parent}") from err
     actual = md5sum(part)

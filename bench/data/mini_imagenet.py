@@ -122,6 +122,11 @@ def _source(folder: Path, split: str, format: str) -> tuple[str, Path]:
     return next(iter(found.items()))
 
 
+def formats_present(root: Path, split: str) -> list[str]:
+    """The formats of the split found under <root>/mini_imagenet, in priority order (nothing is read)."""
+    return list(_sources(Path(root) / "mini_imagenet", split))
+
+
 def mini_imagenet_arrays(root: Path, split: str, format: str = "auto", classes: int | None = None,
                          per_class: int = PER_CLASS) -> tuple[np.ndarray, list[str]]:
     """The split as uint8 [classes, per_class, 3, 84, 84] and its wnids, decoded once into the cache."""

@@ -8,8 +8,8 @@ from typing import Callable
 import numpy as np
 
 from bench.data.bank import ImageBank
-from bench.data.mini_imagenet import SPLITS as MINI_SPLITS, load_mini_imagenet
-from bench.data.omniglot import SPLITS as OMNIGLOT_SPLITS, load_omniglot
+from bench.data.mini_imagenet import SPLITS as MINI_SPLITS, ZIP_NAME, formats_present, load_mini_imagenet
+from bench.data.omniglot import PARTS as OMNIGLOT_PARTS, SPLITS as OMNIGLOT_SPLITS, load_omniglot
 from bench.data.synthetic import synthetic_bank
 from bench.errors import UserError
 from bench.paths import data_root
@@ -34,14 +34,48 @@ _LOADERS: dict[str, tuple[Callable[..., ImageBank], tuple[str, ...]]] = {
 DATASETS = tuple(_LOADERS)
 
 
+# Names found directly inside a dataset's own folder: a data root holding them is one level too deep.
+_INSIDE = {"omniglot": [f"{part}{ext}" for part in OMNIGLOT_PARTS for ext in (".zip", "")],
+           "mini_imagenet": [ZIP_NAME, "miniImagenet", "images", "train.csv", "mini-imagenet-cache-train.pkl"]}
+
+
+def _too_deep(root: Path) -> str:
+    """'; did you mean its parent ...?' when root looks like a dataset's own folder, else ''."""
+    for dataset, names in _INSIDE.items():
+        if root.name == dataset or any((root / name).exists() for name in names):
+            return f"; {root} looks like the {dataset} folder itself: did you mean its parent {root.parent}?"
+    return ""
+
+
+def check_data(dataset: str, splits: tuple[str, ...], root: Path | str | None = None) -> None:
+    """Check, without reading any image, that the data root holds what the splits of `dataset` need; a missing
+    Omniglot archive is fine (it is downloaded into <root>/omniglot), a missing root never is."""
+    if dataset not in _LOADERS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    for split in splits:
+        if split not in _LOADERS[dataset][1]:
+            raise UserError(f"{dataset} has no split {split!r}; choose one of {', '.join(_LOADERS[dataset][1])}")
+    if dataset == "synthetic":
+        return
+    path = data_root(root)
+    where = "give --data-root (or $META_DROPOUT_DATA) the folder that holds omniglot/ and mini_imagenet/"
+    if not path.is_dir():
+        raise UserError(f"data root {path} does not exist{_too_deep(path) or '; ' + where}")
+    if not (path / dataset).is_dir() and _too_deep(path):
+        raise UserError(f"data root {path} has no {dataset}/ folder{_too_deep(path)}")
+    if dataset == "mini_imagenet":
+        missing = [split for split in splits if not formats_present(path, split)]
+        if missing:
+            raise UserError(f"no miniImageNet {'/'.join(missing)} data under {path / dataset}: expected {ZIP_NAME}, "
+                            "<split>/<wnid>/*.jpg folders, images/ + <split>.csv or mini-imagenet-cache-<split>.pkl; "
+                            f"{where}")
+
+
 def load_bank(dataset: str, split: str, root: Path | str | None = None, device: str = "cpu",
               **options) -> ImageBank:
     """Load a split of a dataset as an ImageBank on the device; options go to the dataset's loader."""
-    if dataset not in _LOADERS:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    check_data(dataset, (split,), root)
     loader, splits = _LOADERS[dataset]
-    if split not in splits:
-        raise UserError(f"{dataset} has no split {split!r}; choose one of {', '.join(splits)}")
     accepted = [p for p in inspect.signature(loader).parameters if p not in ("root", "split", "device")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
