@@ -31,7 +31,7 @@ from bench.paths import CACHE_DIR_ENV
 from bench import protocol
 from bench.protocol import load_protocol
 from bench.results import ResultStore, has_attacks
-from bench.run_cell import run_cell
+from bench.run_cell import RunOptions, run_cell
 from regularizers import build_regularizer
 from run_all import main
 from tests.meta_gradcheck import TINY, meta_gradients, tiny_episodes, tiny_learner
@@ -323,7 +323,7 @@ def test_duplicates_are_reported_once_and_recorded_in_the_cell_json(omniglot_roo
         "test_episodes": 2, "test_batch": 2, "checkpoint_every": 1, "drop_cross_split_duplicates": True})
     cell = {"name": "omniglot-duplicates", "protocol": protocol.to_dict(), "learner": "maml", "regularizer": "none",
             "hyper": {}, "seed": 0, "preset": "paper", "overrides": {}, "attacks": {}, "places": []}
-    status = run_cell(cell, str(tmp_path), str(omniglot_root))
+    status = run_cell(cell, RunOptions(str(tmp_path), str(omniglot_root)))
     assert status["status"] == "ran", status
     record = json.loads(ResultStore(tmp_path).result_path("omniglot-duplicates").read_text())["data"]["duplicates"]
     assert record["dropped"] == {"train": 0, "test": 12} and len(record["cross_split"]) == 12

@@ -10,7 +10,7 @@ from bench.curves import CurveRecorder, curve_folder
 from bench.errors import UserError
 from bench.protocol import load_protocol
 from bench.results import ResultStore
-from bench.run_cell import run_cell
+from bench.run_cell import RunOptions, run_cell
 
 TINY = {"iterations": 6, "checkpoint_every": 2, "test_episodes": 6, "test_batch": 4}
 
@@ -82,7 +82,7 @@ def test_a_checkpoint_at_an_evaluation_point_restores_a_lost_snapshot(tmp_path):
 
 def test_cell_json_keeps_the_curve(tmp_path):
     cells = expand(["curves"], "smoke", 1, {"eval_at": [4], "iterations": 8}, only="maml")
-    assert run_cell(cells[0], str(tmp_path))["status"] == "ran"
+    assert run_cell(cells[0], RunOptions(str(tmp_path)))["status"] == "ran"
     result = ResultStore(tmp_path).read(cells[0]["name"])
     curve = result["test_curve"]
     assert [p["iteration"] for p in curve] == [4, 8]
