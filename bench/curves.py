@@ -61,15 +61,16 @@ class CurveRecorder:
         written (a crash in between) gives that snapshot; a point lost otherwise is an error."""
         if self.folder is None or checkpoint_path is None or not checkpoint_path.exists() or not self.points:
             return
-        state = checkpoint.load(checkpoint_path)
-        reached = state["iteration"]
+        with checkpoint.resuming_from(checkpoint_path):         # an unusable file: set aside, cell restarts
+            state = checkpoint.load(checkpoint_path)
+            reached, learner_state = state["iteration"], state["learner"]
         for point in self.points:
             if point > reached or self._stored(point) is not None or self._snapshot_path(point).exists():
                 continue
             if point != reached:
                 raise UserError(f"the learning-curve snapshot at iteration {point} is missing from {self.folder}; "
                                 f"delete {checkpoint_path} to retrain this cell")
-            checkpoint.atomic_save(state["learner"], self._snapshot_path(point))
+            checkpoint.atomic_save(learner_state, self._snapshot_path(point))
 
     def on_iteration(self, done: int) -> None:
         """Training hook: at an evaluation point, snapshot the learner and meta-test it."""

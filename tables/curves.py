@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from bench.atomic import write_text_atomic
 from tables.aggregate import results_by_cell
+from tables.figures import caption
 from tables.defs import row_columns
 from tables.figure_files import save_figure
 from tables.labels import column_text
@@ -112,7 +113,7 @@ def plot_curves(table_def: dict, results: list[dict], comparisons: list[Comparis
     grid = fig.subplots(2, len(columns), squeeze=False)
     for index, column in enumerate(columns):
         _plot_column(grid[:, index], table_def, grouped, comparisons, column)
-    fig.suptitle(f"{table_def['title']} (bands: 95% CI; same test episodes at every point)", fontsize=10)
+    caption(fig, table_def, f"{table_def['title']} (bands: 95% CI; same test episodes at every point)", size=10)
     return save_figure(fig, out_dir, table_def["name"])
 
 

@@ -25,11 +25,8 @@ def _title(fig_def: dict, panel: dict) -> str:
 def _panel(ax: Axes, fig_def: dict, curves: pd.DataFrame, panel: dict) -> None:
     rows = {row["id"]: row for row in fig_def["rows"]}
     mine = curves[(curves["column"] == panel["column"]) & (curves["norm"] == panel["norm"])]
-    if mine.empty:                                   # nothing to draw: say so instead of empty axes
-        ax.text(0.5, 0.5, f"{_title(fig_def, panel)}:\nno finished cells", ha="center", va="center",
-                transform=ax.transAxes, fontsize=10)
-        ax.set_axis_off()
-        return
+    if mine.empty:                                   # nothing to draw: say so on the labelled axes
+        ax.text(0.5, 0.5, "no finished cells", ha="center", va="center", transform=ax.transAxes, fontsize=10)
     for index, row_id in enumerate(panel["rows"]):
         row = rows[row_id]
         style = {"color": f"C{index}", "marker": "o", "markersize": 3, **row.get("style", {})}
