@@ -179,8 +179,9 @@ def naive_test_episode(exp: Experiment, episodes: Episodes, noise: EpisodeNoise)
     return float(100 * (logits.argmax(-1) == episodes.y_query[0]).double().mean())
 
 
-def _meta_tests(episodes_count: int, dtype: torch.dtype) -> tuple[list[float], float, list[float], float]:
-    """(suite accuracies, seconds, naive accuracies, seconds) on the same fixed episodes and per-episode noise."""
+def _meta_tests(episodes_count: int, dtype: torch.dtype) -> tuple[Experiment, list[float], float, list[float], float]:
+    """(experiment, suite accuracies, seconds, naive accuracies, seconds) on the same fixed episodes and
+    per-episode noise."""
     exp, _ = setup("meta_test", "meta_dropout", dtype=dtype)
     p, seed = exp.protocol, exp.seed + TEST_SEED_OFFSET
     began = time.perf_counter()
@@ -192,16 +193,15 @@ def _meta_tests(episodes_count: int, dtype: torch.dtype) -> tuple[list[float], f
     for e in range(episodes_count):
         ep = fixed.sample(1)
         naive.append(naive_test_episode(exp, ep, EpisodeNoise(exp.learner, [e], ep.x_support.shape[1], seed)))
-    return suite, suite_s, naive, time.perf_counter() - began
+    return exp, suite, suite_s, naive, time.perf_counter() - began
 
 
 def measure_meta_test(episodes_count: int, exact_episodes: int = 3) -> dict[str, Any]:
     """Episodes per second of the suite's meta-test (Experiment.test) and of the naive loop on the same fixed
     episodes and per-episode noise (float32), and whether both give the same accuracies in float64 (in float32
     the two orders of summation may flip an argmax on these hard episodes; the count is reported)."""
-    suite, suite_s, naive, naive_s = _meta_tests(episodes_count, torch.float32)
-    exact_suite, _, exact_naive, _ = _meta_tests(exact_episodes, torch.float64)
-    exp, _ = setup("meta_test", "meta_dropout")
+    exp, suite, suite_s, naive, naive_s = _meta_tests(episodes_count, torch.float32)
+    _, exact_suite, _, exact_naive, _ = _meta_tests(exact_episodes, torch.float64)
     return {"protocol": "omniglot 5-way 1-shot, S = 30, meta-dropout, 1 thread", "episodes": episodes_count,
             "test_batch": test_batch(exp.protocol.test_batch, exp.learner.device),
             "sample_chunk": exp.protocol.test_sample_chunk,

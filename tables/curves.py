@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 
 from bench.atomic import write_text_atomic
 from tables.aggregate import results_by_cell
-from tables.figures import caption
 from tables.defs import row_columns
 from tables.figure_files import save_figure
+from tables.figures import caption
 from tables.labels import column_text
 from tables.paired import Comparison, apply_holm, compare, reference_of, reference_pairs
 from tables.paired_table import fmt_interval, fmt_p, fmt_wtl

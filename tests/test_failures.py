@@ -18,6 +18,7 @@ from bench.cells import expand
 from bench.data.cache import cached_arrays
 from bench.data.registry import DATASETS
 from bench.notice import RepairWarning
+from bench.errors import UserError
 from bench.protocol import ALLOWED, FIELDS, Protocol, load_protocol, parse_overrides
 from bench.results import ResultStore
 from run_all import main
@@ -499,3 +500,25 @@ def test_full_disk_found_at_start(results: Path, capsys, monkeypatch) -> None:
     assert main(MAML + ["--results", str(results)]) == 2
     assert "is not writable (No space left on device); free space" in one_line(capsys.readouterr().err)
     assert snapshot(results) == before
+
+
+@pytest.mark.parametrize("override,allowed", [
+    ({"eval_at": [0, 500]}, "a list of values, each an integer >= 1"),
+    ({"eval_at": 500}, "a list of values, each an integer >= 1"),
+    ({"test_queries": 0}, "null or an integer >= 1"),
+    ({"metasgd_alpha_init": "random"}, "one of constant, uniform"),
+    ({"metasgd_alpha_range": [0.1, 0.005]}, "2 increasing values, each a finite number > 0"),
+    ({"metasgd_alpha_range": [0.005]}, "2 increasing values, each a finite number > 0"),
+    ({"drop_cross_split_duplicates": 1}, "true or false"),
+])
+def test_list_and_optional_settings_have_ranges_too(override: dict, allowed: str) -> None:
+    (key,) = override
+    with pytest.raises(UserError, match=f"{key} must be {allowed}"):
+        load_protocol("omniglot_20w1s", "smoke", override)
+
+
+def test_list_and_optional_settings_accept_what_they_allow() -> None:
+    protocol = load_protocol("omniglot_20w1s", "smoke", parse_overrides(
+        ["eval_at=[500,1000]", "test_queries=null", "metasgd_alpha_range=[1e-3,0.1]"]))
+    assert protocol.eval_at == [500, 1000] and protocol.test_queries is None
+    assert protocol.metasgd_alpha_range == [1e-3, 0.1] and all(isinstance(a, float) for a in protocol.metasgd_alpha_range)
