@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from bench.allocator import retain_freed_memory
 from bench.backbone import BackboneSpec
 from bench.data.bank import ImageBank
 from bench.devices import check_device
@@ -71,6 +72,8 @@ def build_experiment(protocol: Protocol | str, learner: str = "maml", regularize
                      dtype: torch.dtype = torch.float32) -> Experiment:
     """Load the data and build the meta-learner for a protocol (a name uses the paper preset)."""
     check_device(device)
+    if torch.device(device).type == "cpu":
+        retain_freed_memory()
     p = load_protocol(protocol) if isinstance(protocol, str) else protocol
     spec = BackboneSpec(p.in_channels, p.image_size, p.channels, p.ways, bn_mode=p.bn_mode)
     config = LearnerConfig(algorithm=learner, inner_lr=p.inner_lr, inner_steps=p.inner_steps,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.hooks import ForwardContext, Regularizer
-from bench.ops import batch_norm
+from bench.ops import batch_norm, max_pool2
 
 N_BLOCKS = 4
 INIT_STD = 0.02          # the release's init std of the conv (truncated at 2 std) and linear weights
@@ -24,6 +24,7 @@ class BackboneSpec:
     bn_mode: str = "shift"       # "shift": beta only, meta-learned (release); "affine": gamma + beta, adapted
     bn_eps: float = 1e-3         # tf.contrib.layers.batch_norm default, as in the release
     outside_vmap: bool = False   # True on the per-task path: the stock batch norm kernel (bench/ops.py)
+    fast_kernels: bool = True    # CPU: pool before ReLU with the channels-last pool (bench/ops.py); False: stock ops
 
     def block_input_shape(self, block: int) -> tuple[int, int, int]:
         """(C, H, W) of the input of block 1..4 (each block halves H and W by its pool)."""
@@ -77,14 +78,18 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
             ctx: ForwardContext) -> torch.Tensor:
     """Logits of conv4 on x [n, C, H, W]; the regularizer perturbs weights, features and logits via ctx."""
     params = reg.perturb_weights(params, ctx)
+    pool_first = (spec.fast_kernels and x.device.type == "cpu"
+                  and type(reg).on_activation is Regularizer.on_activation)      # no hook needs the full-size ReLU
     h = reg.on_features(0, x, ctx)
     for l in range(1, N_BLOCKS + 1):
         f = F.conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"], padding=1)
         f = reg.on_preactivation(l, h, f, ctx)            # Eq. 6: f * z, z = softplus(a)
-        a = F.relu(batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps,
-                              spec.outside_vmap))
-        a = reg.on_activation(l, h, a, ctx)
-        h = reg.on_features(l, F.max_pool2d(a, 2), ctx)
+        y = batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps, spec.outside_vmap)
+        if pool_first:      # relu(pool(y)) = pool(relu(y)); gradients equal too (tests/test_ops.py)
+            h = reg.on_features(l, F.relu(max_pool2(y)), ctx)
+        else:
+            a = reg.on_activation(l, h, F.relu(y), ctx)
+            h = reg.on_features(l, F.max_pool2d(a, 2), ctx)
     features = h.flatten(1)
     logits = F.linear(features, params["head.weight"], params["head.bias"])
     return reg.on_logits(features, logits, ctx)

@@ -38,6 +38,42 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return _Softplus.apply(x) if x.device.type == "cpu" else F.softplus(x)
 
 
+class _MaxPool2(torch.autograd.Function):
+    """F.max_pool2d(x, 2) on an NCHW tensor: the forward by the channels-last kernel (about 12x faster on the CPU than
+    the NCHW one; the same values and the same indices, the first maximum of each window), the backward by the stock
+    kernel with those indices. The backward is differentiable in the gradient only (the stock double backward also
+    materializes zeros for the input)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, indices = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2, return_indices=True)
+        return pooled.contiguous(), indices.contiguous()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output[1])
+        ctx.input_shape = inputs[0].shape
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def vmap(info, in_dims: tuple, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[int, int]]:
+        x = x.movedim(in_dims[0], 0)                     # the vmapped dim joins the batch: one kernel call
+        pooled, indices = _MaxPool2.apply(x.flatten(0, 1))
+        return (pooled.unflatten(0, x.shape[:2]), indices.unflatten(0, x.shape[:2])), (0, 0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _) -> torch.Tensor:
+        (indices,) = ctx.saved_tensors
+        like_input = grad.new_empty(()).expand(ctx.input_shape)      # sizes only: the kernel reads no values
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), like_input, [2, 2], [2, 2],
+                                                               [0, 0], [1, 1], False, indices)
+
+
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max pool with stride 2, as F.max_pool2d(x, 2): the channels-last forward on the CPU, stock elsewhere."""
+    return _MaxPool2.apply(x)[0] if x.device.type == "cpu" else F.max_pool2d(x, 2)
+
+
 def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float,
                outside_vmap: bool = False) -> torch.Tensor:
     """Transductive batch norm (the statistics of x itself) with the stock kernel where it is exact: outside vmap,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.allocator import retain_freed_memory
 from bench.api import Experiment, build_experiment
 from bench.checkpoint import CheckpointUnusable
 from bench.curves import CurveRecorder, curve_folder
@@ -136,7 +137,7 @@ def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -
     test_curve = curve.finish(test)
     robustness = test.pop("robustness", None)
     return {
-        **_identity(cell, device), "status": "ok", "runtime": {"threads": torch.get_num_threads()},
+        **_identity(cell, device), "status": "ok", "runtime": {"threads": torch.get_num_threads(), "allocator": retain_freed_memory()},
         "parameter_count": experiment.learner.parameter_count(),
         "data": {"root": str(data_root_path(options.data_root).resolve()), "dataset": protocol.dataset,
                  "options": protocol.data_options,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import statistics
+import threading
 import time
 from typing import Callable
 
@@ -34,30 +35,58 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, iters
             "warmup": warmup}
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # Linux reports KiB
+def _rss_bytes() -> int:
+    """The process's resident set size now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
+class _RssSampler(threading.Thread):
+    """Polls the resident set size every `interval` seconds until stopped; keeps the largest value."""
+
+    def __init__(self, interval: float = 0.002):
+        super().__init__(daemon=True)
+        self.interval, self.peak, self._stop_event = interval, _rss_bytes(), threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def stop(self) -> int:
+        """Stop polling; the largest resident set size seen (one last reading included)."""
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, _rss_bytes())
 
 
 class PeakMemory:
-    """Peak memory of a block: torch.cuda.max_memory_allocated on CUDA (reset on entry); on CPU the growth of
-    the process's peak RSS (0 when the block stays under an earlier peak)."""
+    """Peak memory of a block: torch.cuda.max_memory_allocated on CUDA (reset on entry); on CPU the largest
+    resident set size seen during the block (polled every 2 ms) above the one at entry."""
 
     def __init__(self, device: torch.device):
         self.device, self.bytes, self._base = device, 0, 0
-        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "cpu peak-RSS growth"
+        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "cpu peak RSS above entry (polled)"
+        self._sampler: _RssSampler | None = None
 
     def __enter__(self) -> "PeakMemory":
         synchronize(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self._base = _peak_rss_bytes()
+            self._base = _rss_bytes()
+            self._sampler = _RssSampler()
+            self._sampler.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         synchronize(self.device)
-        self.bytes = (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
-                      else max(0, _peak_rss_bytes() - self._base))
+        if self.device.type == "cuda":
+            self.bytes = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.bytes = max(0, self._sampler.stop() - self._base)
 
 
 def precision_settings() -> dict:
