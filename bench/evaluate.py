@@ -74,8 +74,7 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
             b = min(batch, episodes - len(clean))
             ep = sampler.sample(b)
             noise = EpisodeNoise(learner, list(range(len(clean), len(clean) + b)), ep.x_support.shape[1], seed)
-            adapted = learner.adapt(ep.x_support, ep.y_support, samples, first_order=True,
-                                    sample_chunk=sample_chunk, noise_fn=noise)
+            adapted = learner.adapt_for_test(ep.x_support, ep.y_support, samples, sample_chunk, noise)
             logits = learner.query_logits(adapted, ep.x_query)
             _require_finite(logits, len(clean), b)
             clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
@@ -84,7 +83,7 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
                         .double()).tolist()
             bar.update(b)
     bar.close()
-    result = summarize(clean)
+    result = {**summarize(clean), "adaptation": learner.test_route(samples)}
     if pairs:
         norms: dict[str, dict] = {}
         for (norm, eps), accuracies in zip(pairs, attacked):

@@ -38,6 +38,7 @@ class Regularizer:
     name: ClassVar[str] = "base"
     hyper_defaults: ClassVar[dict[str, Any]] = {}
     draws_noise: ClassVar[bool] = False         # False: deterministic, one MC sample suffices
+    samples_as_batch: ClassVar[bool] = False    # True: every hook acts on each example alone, given its noise
     pixels: PixelSpace = PixelSpace.identity()  # inputs vs [0, 1] pixels; bound from the data by bind_pixels
 
     def __init__(self, **hyper: Any):

@@ -57,7 +57,7 @@ def query_logits(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: P
     return forward(spec, params, x, reg, ctx)
 
 
-def _step(adapted: Params, grads: Params, lrs: Params | float, first_order: bool) -> Params:
+def step_parameters(adapted: Params, grads: Params, lrs: Params | float, first_order: bool) -> Params:
     """theta_{k+1} = theta_k - alpha * grad (Eq. 3); alpha a float (MAML) or per-element tensors (Meta-SGD)."""
     out = {}
     for name, value in adapted.items():
@@ -95,7 +95,7 @@ def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixe
         in_dims = (0 if batched else None, None, 0, 0, 0)
         grads = _sample_mean_grads(loss_grad, in_dims, adapted, fixed, x, targets, partial(noise_fn, k), samples,
                                    sample_chunk)
-        adapted = _step(adapted, grads, lrs, first_order)
+        adapted = step_parameters(adapted, grads, lrs, first_order)
         batched = True
     if not batched:
         adapted = {n: v.expand(batch, *v.shape) for n, v in adapted.items()}
@@ -109,7 +109,7 @@ def adapt_task(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Par
     for noise in noises:
         loss = mc_support_loss(spec, reg, adapted, fixed, x, targets, noise, vectorize=False)
         grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=not first_order)
-        adapted = _step(adapted, dict(zip(adapted, grads)), lrs, first_order)
+        adapted = step_parameters(adapted, dict(zip(adapted, grads)), lrs, first_order)
     return adapted
 
 

@@ -10,6 +10,7 @@ from bench.backbone import BackboneSpec, init_backbone
 from bench.errors import UserError
 from bench.hooks import Params, Regularizer
 from bench.inner_loop import NoiseFn, adapt_reference, adapt_vectorized, batched_query_logits, query_logits
+from bench.sample_batch import adapt_samples_as_batch
 
 ALGORITHMS = ("maml", "metasgd")
 EXECUTIONS = ("vectorized", "per_task", "reference")   # the same meta-gradient, computed three ways
@@ -109,6 +110,22 @@ class MetaLearner:
         args = (self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets, noise_fn,
                 self.samples(samples), self.config.inner_steps, first_order)
         return adapt_vectorized(*args, sample_chunk=sample_chunk) if vectorized else adapt_reference(*args)
+
+    def test_route(self, samples: int) -> str:
+        """How meta-test adaptation runs: the S samples as one batch on the CPU where the regularizer allows it
+        (bench/sample_batch.py), else vmap over tasks and samples."""
+        per_example = self.reg.samples_as_batch and self.samples(samples) > 1
+        return "samples_as_batch" if per_example and self.device.type == "cpu" else "vectorized"
+
+    def adapt_for_test(self, x_support: torch.Tensor, y_support: torch.Tensor, samples: int,
+                       sample_chunk: int | None, noise_fn: NoiseFn) -> Params:
+        """First-order adaptation of Algorithm 2 by test_route(samples); parameters [B, ...]."""
+        if self.test_route(samples) == "vectorized":
+            return self.adapt(x_support, y_support, samples, first_order=True, sample_chunk=sample_chunk,
+                              noise_fn=noise_fn)
+        return adapt_samples_as_batch(self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support,
+                                      self.one_hot(y_support), noise_fn, self.samples(samples),
+                                      self.config.inner_steps, sample_chunk)
 
     def query_logits(self, adapted: Params | list[Params], x_query: torch.Tensor) -> torch.Tensor:
         """Deterministic query logits [B, M, N] for what adapt() returned."""

@@ -75,12 +75,18 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float,
-               outside_vmap: bool = False) -> torch.Tensor:
+               outside_vmap: bool = False, groups: int = 1) -> torch.Tensor:
     """Transductive batch norm (the statistics of x itself) with the stock kernel where it is exact: outside vmap,
     and on the CPU under vmap with the shift only (tested in float64 against the elementary form and finite
     differences). Under vmap with a gamma, which the inner loop adapts per task, the stock kernel gives wrong
     second-order gradients (REFERENCE.md), and on a GPU under vmap it is unverified: elementary ops there. A unit
-    scale stands in for a missing gamma (the stock double backward needs one)."""
+    scale stands in for a missing gamma (the stock double backward needs one). groups > 1: the batch interleaves that
+    many groups (Monte-Carlo samples; row i * groups + g is example i of group g), each normalized by its own
+    statistics."""
+    if groups > 1:                      # a view [n, G * C, H, W]: one channel per (group, channel)
+        y = batch_norm(x.view(-1, groups * x.shape[1], *x.shape[2:]), beta.repeat(groups),
+                       None if gamma is None else gamma.repeat(groups), eps, outside_vmap)
+        return y.view(x.shape)
     if outside_vmap or (gamma is None and x.device.type == "cpu"):
         scale = gamma if gamma is not None else torch.ones_like(beta)
         return F.batch_norm(x, None, None, scale, beta, training=True, eps=eps)

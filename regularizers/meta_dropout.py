@@ -21,6 +21,7 @@ class MetaDropout(Regularizer):
     name = "meta_dropout"
     hyper_defaults = {"logit_noise": True}
     draws_noise = True
+    samples_as_batch = True        # Eq. 5-6 and the logit noise act on each example alone
 
     @property
     def logit_noise(self) -> bool:

@@ -22,6 +22,7 @@ class FixedGaussian(Regularizer):
 
     name = "fixed_gaussian"
     draws_noise = True
+    samples_as_batch = True
 
     def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
                      device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:

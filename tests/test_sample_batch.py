@@ -1,0 +1,78 @@
+"""The CPU meta-test route with the S samples as one batch (bench/sample_batch.py) adapts exactly as the
+vectorized path, in float64, for every regularizer that allows it, whole or in sample chunks; batch norm with
+groups normalizes each group by its own statistics; meta_test records the route."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.episode_noise import EpisodeNoise
+from bench.episodes import EpisodeSampler
+from bench.evaluate import meta_test
+from bench.ops import batch_norm
+from bench.sample_batch import adapt_samples_as_batch
+from regularizers import REGISTRY
+from tests.meta_gradcheck import tiny_episodes, tiny_learner
+
+AS_BATCH = sorted(name for name, cls in REGISTRY.items() if cls.samples_as_batch and cls.draws_noise)
+HYPER = {"independent_gaussian": {"noise_shape": "channel"}}
+
+
+def test_the_regularizers_that_allow_it():
+    assert {"meta_dropout", "fixed_gaussian", "independent_gaussian", "meta_dropout_additive",
+            "meta_dropout_learned_variance"} <= set(AS_BATCH)
+    assert not {"mixup", "weight_gaussian", "vib", "information_dropout", "fgsm"} & set(AS_BATCH)
+
+
+def test_grouped_batch_norm_normalizes_each_group_alone():
+    torch.manual_seed(0)
+    n, groups = 3, 4
+    x = torch.randn(n * groups, 5, 6, 6, dtype=torch.float64)
+    beta = torch.randn(5, dtype=torch.float64)
+    ours = batch_norm(x, beta, None, 1e-3, outside_vmap=True, groups=groups).view(n, groups, 5, 6, 6)
+    for g in range(groups):
+        alone = F.batch_norm(x.view(n, groups, 5, 6, 6)[:, g], None, None, torch.ones(5, dtype=torch.float64),
+                             beta, training=True, eps=1e-3)
+        torch.testing.assert_close(ours[:, g], alone, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("regularizer", AS_BATCH)
+def test_samples_as_batch_adapts_as_the_vectorized_path(regularizer, chunk):
+    learner = tiny_learner(regularizer, HYPER.get(regularizer))
+    episodes = tiny_episodes()
+    xs, ys = episodes.x_support, episodes.y_support
+
+    def noise() -> EpisodeNoise:
+        return EpisodeNoise(learner, [0, 1], xs.shape[1], seed=5)
+    vectorized = learner.adapt(xs, ys, 5, first_order=True, sample_chunk=chunk, noise_fn=noise())
+    as_batch = adapt_samples_as_batch(learner.spec, learner.reg, learner.adapted, learner.meta_only, learner.lrs(),
+                                      xs, learner.one_hot(ys), noise(), 5, learner.config.inner_steps, chunk)
+    moved = False
+    for name in vectorized:
+        torch.testing.assert_close(as_batch[name], vectorized[name], rtol=1e-11, atol=1e-13)
+        moved |= bool((as_batch[name] - learner.adapted[name]).abs().max() > 1e-6)
+    assert moved
+
+
+def test_meta_test_records_its_route_and_gives_the_same_accuracies(monkeypatch):
+    learner = tiny_learner("meta_dropout")
+    learner.config = dataclasses.replace(learner.config, mc_test=4)
+    episodes = tiny_episodes(batch=3)
+
+    class Fixed(EpisodeSampler):
+        def __init__(self):
+            pass
+
+        def sample(self, batch: int):
+            return type(episodes)(*(t[:batch] for t in (episodes.x_support, episodes.y_support,
+                                                        episodes.x_query, episodes.y_query)))
+    as_batch = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False)
+    assert as_batch["adaptation"] == "samples_as_batch"
+    monkeypatch.setattr(type(learner), "test_route", lambda self, samples: "vectorized")
+    vectorized = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False)
+    assert vectorized["adaptation"] == "vectorized"
+    assert as_batch["accuracies"] == vectorized["accuracies"]
