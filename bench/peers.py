@@ -258,8 +258,8 @@ def render(report: dict[str, Any]) -> str:
                       max(r["gradient_rel_diff"].values(), default=0.0), f"{r['load_average'][1]:.1f}"])
     headers = ["config", "regularizer", *(f"{n} ms" for n in impls), "suite speed-up vs fastest peer",
                "peak GiB (" + " / ".join(impls) + ")", "max rel. grad diff", "load avg"]
-    lines = [f"torch {report['torch']}, {report['cpu_count']} CPUs; medians of {report['reps']} interleaved steps",
-             *report["notes"], tabulate(table, headers=headers, disable_numparse=True)]
+    lines = [f"torch {report['torch']}, {report['cpu_count']} CPUs; medians of {report['reps']} interleaved steps; "
+             f"allocator: {report.get('allocator', 'default')}", *report["notes"], tabulate(table, headers=headers, disable_numparse=True)]
     if "meta_test" in report:
         m = report["meta_test"]
         lines.append(f"meta-test ({m['protocol']}, {m['episodes']} episodes, test batch {m['test_batch']}): suite "
