@@ -34,4 +34,6 @@ class EpisodeNoise:
         if not self.learner.reg.draws_noise:
             return {}
         per_episode = [self._draw(g, end - first) for g in self.generators]
+        if len(per_episode) == 1:                       # one episode (the CPU meta-test): no stacking copy
+            return {name: v.unsqueeze(0) for name, v in per_episode[0].items()}
         return {name: torch.stack([d[name] for d in per_episode]) for name in per_episode[0]}
