@@ -32,7 +32,8 @@ class Regularizer:
 
     Parameters it creates are either meta-only (like phi: outer loop only) or adapted (inner loop too).
     Its random numbers are drawn outside the vectorized inner loop by sample_noise, so a seed fixes them
-    and the per-task reference loop sees exactly the same noise.
+    and the per-task reference loop sees exactly the same noise. samples_as_batch declares that every hook acts
+    on each example alone given its noise: the CPU meta-test then forwards the S samples as one batch.
     """
 
     name: ClassVar[str] = "base"
