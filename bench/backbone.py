@@ -87,7 +87,7 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
         f = reg.on_preactivation(l, h, f, ctx)            # Eq. 6: f * z, z = softplus(a)
         y = batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps, spec.outside_vmap,
                        spec.sample_groups)
-        if pool_first:      # relu(pool(y)) = pool(relu(y)); gradients equal too (tests/test_ops.py)
+        if pool_first:      # relu(pool(y)) = pool(relu(y)); gradients too (tests/test_pool_first.py)
             h = reg.on_features(l, F.relu(max_pool2(y)), ctx)
         else:
             a = reg.on_activation(l, h, F.relu(y), ctx)

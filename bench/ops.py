@@ -1,6 +1,7 @@
 """Kernels where the CPU profile says the stock ones cost: softplus without log1p (the same function as F.softplus,
-values, first and second derivatives, tests/test_ops.py in float64; on a GPU the stock kernel is used), and the
-batch norm that is exact in each setting (elementary ops under vmap, the stock kernel outside it)."""
+values, first and second derivatives, tests/test_ops.py in float64; on a GPU the stock kernel is used), the 2x2
+max pool by the channels-last kernel (the same values and indices, tests/test_pool_first.py), and the batch norm
+that is exact in each setting (elementary ops under vmap, the stock kernel outside it, per group of samples)."""
 from __future__ import annotations
 
 import torch

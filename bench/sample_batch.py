@@ -48,4 +48,4 @@ def adapt_samples_as_batch(spec: BackboneSpec, reg: Regularizer, adapted: Params
                     for name, g in grads.items():
                         total[name] = total[name] + weight * g if name in total else weight * g
             tasks = [step_parameters(task, total, lrs, first_order=True) for task, total in zip(tasks, totals)]
-    return {name: torch.stack([task[name] for task in tasks]) for name in adapted}
+    return {name: torch.stack([task[name] for task in tasks]).detach() for name in adapted}   # as under no_grad
