@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 1 << 30                           # blocks up to 1 GiB come from the reusable heap
 TRIM_THRESHOLD = 1 << 30                           # free memory above 1 GiB at the heap's top goes back to the OS
 
-_state = {"applied": None}
 
-
+@functools.cache
 def retain_freed_memory() -> str:
     """Apply the setting once per process; returns what holds ('glibc: reuse blocks up to 1 GiB' or why not)."""
-    if _state["applied"] is None:
-        _state["applied"] = _apply()
-    return _state["applied"]
-
-
-def _apply() -> str:
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)

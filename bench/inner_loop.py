@@ -67,20 +67,27 @@ def step_parameters(adapted: Params, grads: Params, lrs: Params | float, first_o
     return out
 
 
-def _sample_mean_grads(loss_grad: Callable, in_dims: tuple, adapted: Params, fixed: Params, x: torch.Tensor,
-                       targets: torch.Tensor, noise_of: Callable[[int, int], dict[str, torch.Tensor]], samples: int,
-                       chunk: int | None) -> Params:
-    """Per-task gradients of the S-sample mean loss, over chunks of at most `chunk` samples when given (each
-    chunk's noise drawn when it is used): exact, as the mean is linear, and one chunk's memory at a time."""
+def chunked_sample_mean(grads_of: Callable[[int, int], Params], samples: int, chunk: int | None) -> Params:
+    """The S-sample mean of gradients from grads_of(first, end) (the mean over samples [first, end)), over chunks
+    of at most `chunk` samples when given, each weighted by its size: exact, as the mean is linear, and one
+    chunk's memory at a time."""
     if not chunk or samples <= chunk:
-        return vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, noise_of(0, samples))
+        return grads_of(0, samples)
     total: Params = {}
     for start in range(0, samples, chunk):
         stop = min(samples, start + chunk)
-        grads = vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, noise_of(start, stop))
         weight = (stop - start) / samples
-        total = {n: total[n] + weight * g if n in total else weight * g for n, g in grads.items()}
+        total = {n: total[n] + weight * g if n in total else weight * g for n, g in grads_of(start, stop).items()}
     return total
+
+
+def _sample_mean_grads(loss_grad: Callable, in_dims: tuple, adapted: Params, fixed: Params, x: torch.Tensor,
+                       targets: torch.Tensor, noise_of: Callable[[int, int], dict[str, torch.Tensor]], samples: int,
+                       chunk: int | None) -> Params:
+    """Per-task gradients of the S-sample mean loss (each chunk's noise drawn when it is used)."""
+    return chunked_sample_mean(
+        lambda first, end: vmap(loss_grad, in_dims=in_dims)(adapted, fixed, x, targets, noise_of(first, end)),
+        samples, chunk)
 
 
 def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,

@@ -6,12 +6,13 @@ vectorized path up to summation order (tests/test_sample_batch.py, float64)."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import torch
 
 from bench.backbone import BackboneSpec
 from bench.hooks import Params, Regularizer
-from bench.inner_loop import NoiseFn, step_parameters, support_loss
+from bench.inner_loop import NoiseFn, chunked_sample_mean, step_parameters, support_loss
 
 
 def _mean_gradient(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, x: torch.Tensor,
@@ -33,19 +34,17 @@ def adapt_samples_as_batch(spec: BackboneSpec, reg: Regularizer, adapted: Params
                            samples: int, steps: int, sample_chunk: int | None = None) -> Params:
     """K first-order inner steps (Eq. 3) for B tasks, task by task, S samples per step in chunks of at most
     sample_chunk (each chunk's noise drawn when it is used); returns adapted parameters [B, ...]."""
-    chunk = sample_chunk or samples
-    tasks = [dict(adapted) for _ in range(x.shape[0])]
+    batch = x.shape[0]
+    adapted = {name: v.expand(batch, *v.shape) for name, v in adapted.items()}
+
+    def chunk_grads(k: int, first: int, end: int) -> Params:
+        noise = noise_fn(k, first, end)                                   # each tensor [B, end - first, ...]
+        per_task = [_mean_gradient(spec, reg, {name: v[b] for name, v in adapted.items()}, fixed, x[b], targets[b],
+                                   {name: v[b] for name, v in noise.items()}) for b in range(batch)]
+        return {name: torch.stack([g[name] for g in per_task]) for name in adapted}
+
     with torch.enable_grad():
         for k in range(steps):
-            totals: list[Params] = [{} for _ in tasks]
-            for start in range(0, samples, chunk):
-                stop = min(samples, start + chunk)
-                noise = noise_fn(k, start, stop)                            # each tensor [B, stop - start, ...]
-                for b, total in enumerate(totals):
-                    grads = _mean_gradient(spec, reg, tasks[b], fixed, x[b], targets[b],
-                                           {name: v[b] for name, v in noise.items()})
-                    weight = (stop - start) / samples
-                    for name, g in grads.items():
-                        total[name] = total[name] + weight * g if name in total else weight * g
-            tasks = [step_parameters(task, total, lrs, first_order=True) for task, total in zip(tasks, totals)]
-    return {name: torch.stack([task[name] for task in tasks]).detach() for name in adapted}   # as under no_grad
+            grads = chunked_sample_mean(partial(chunk_grads, k), samples, sample_chunk)
+            adapted = step_parameters(adapted, grads, lrs, first_order=True)
+    return {name: v.detach() for name, v in adapted.items()}             # as the vectorized path under no_grad

@@ -80,11 +80,7 @@ def _blank_episodes(dtype: torch.dtype) -> Episodes:
 
 
 def _gradients(regularizer: str, fast: bool, episodes: Episodes, execution: str, dtype: torch.dtype):
-    learner = tiny_learner(regularizer, spec=dataclasses.replace(TINY, fast_kernels=fast))
-    if dtype != torch.float64:
-        learner.adapted = {n: v.detach().to(dtype).requires_grad_(True) for n, v in learner.adapted.items()}
-        learner.meta_only = {n: v.detach().to(dtype).requires_grad_(True) for n, v in learner.meta_only.items()}
-        learner.dtype = dtype
+    learner = tiny_learner(regularizer, spec=dataclasses.replace(TINY, fast_kernels=fast), dtype=dtype)
     return meta_gradients(learner, episodes, execution)
 
 

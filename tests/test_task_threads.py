@@ -9,10 +9,7 @@ from tests.meta_gradcheck import tiny_episodes, tiny_learner
 
 
 def _run(threads: int, regularizer: str):
-    learner = tiny_learner(regularizer)
-    learner.adapted = {n: v.detach().float().requires_grad_(True) for n, v in learner.adapted.items()}
-    learner.meta_only = {n: v.detach().float().requires_grad_(True) for n, v in learner.meta_only.items()}
-    learner.dtype = torch.float32
+    learner = tiny_learner(regularizer, dtype=torch.float32)
     ep = tiny_episodes(batch=3)
     ep = type(ep)(ep.x_support.float(), ep.y_support, ep.x_query.float(), ep.y_query)
     before = torch.get_num_threads()
