@@ -25,7 +25,7 @@ class BackboneSpec:
     bn_eps: float = 1e-3         # tf.contrib.layers.batch_norm default, as in the release
     outside_vmap: bool = False   # True on the per-task path: the stock batch norm kernel (bench/ops.py)
     sample_groups: int = 1       # > 1: the batch is that many Monte-Carlo samples, each with its own BN statistics
-    fast_kernels: bool = True    # CPU: pool before ReLU with the channels-last pool (bench/ops.py); False: stock ops
+    fast_kernels: bool = True    # CPU: pool before ReLU, channels-last pool, fast BN statistics (bench/ops.py)
 
     def block_input_shape(self, block: int) -> tuple[int, int, int]:
         """(C, H, W) of the input of block 1..4 (each block halves H and W by its pool)."""
@@ -86,7 +86,7 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
         f = F.conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"], padding=1)
         f = reg.on_preactivation(l, h, f, ctx)            # Eq. 6: f * z, z = softplus(a)
         y = batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps, spec.outside_vmap,
-                       spec.sample_groups)
+                       spec.sample_groups, spec.fast_kernels)
         if pool_first:      # relu(pool(y)) = pool(relu(y)); gradients too (tests/test_pool_first.py)
             h = reg.on_features(l, F.relu(max_pool2(y)), ctx)
         else:

@@ -24,16 +24,26 @@ class EpisodeNoise:
         self.generators = [torch.Generator(device=learner.device).manual_seed(episode_seed(seed, e))
                            for e in episodes]
 
-    def _draw(self, generator: torch.Generator, count: int) -> dict[str, torch.Tensor]:
+    def _draw(self, generator: torch.Generator, count: int, example_major: bool) -> dict[str, torch.Tensor]:
         learner = self.learner
         draws = [learner.reg.sample_noise(learner.spec, self.n_support, (1,), generator, learner.device,
                                           learner.dtype) for _ in range(count)]
+        if example_major:                               # [n * count, ...], row i * count + s: one copy
+            return {name: torch.stack([d[name][0] for d in draws], dim=1).flatten(0, 1) for name in draws[0]}
         return {name: torch.cat([d[name] for d in draws]) for name in draws[0]}
 
-    def __call__(self, step: int, first: int, end: int) -> dict[str, torch.Tensor]:
+    def _batch(self, first: int, end: int, example_major: bool) -> dict[str, torch.Tensor]:
         if not self.learner.reg.draws_noise:
             return {}
-        per_episode = [self._draw(g, end - first) for g in self.generators]
+        per_episode = [self._draw(g, end - first, example_major) for g in self.generators]
         if len(per_episode) == 1:                       # one episode (the CPU meta-test): no stacking copy
             return {name: v.unsqueeze(0) for name, v in per_episode[0].items()}
         return {name: torch.stack([d[name] for d in per_episode]) for name in per_episode[0]}
+
+    def __call__(self, step: int, first: int, end: int) -> dict[str, torch.Tensor]:
+        return self._batch(first, end, example_major=False)
+
+    def example_major(self, step: int, first: int, end: int) -> dict[str, torch.Tensor]:
+        """The same draws as (step, first, end), each tensor [B, n * (end - first), ...] with row i * m + s
+        example i in sample first + s: the layout of the S samples as one batch (bench/sample_batch.py)."""
+        return self._batch(first, end, example_major=True)

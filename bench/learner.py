@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,9 @@ from bench.errors import UserError
 from bench.hooks import Params, Regularizer
 from bench.inner_loop import NoiseFn, adapt_reference, adapt_vectorized, batched_query_logits, query_logits
 from bench.sample_batch import adapt_samples_as_batch
+
+if TYPE_CHECKING:
+    from bench.episode_noise import EpisodeNoise
 
 ALGORITHMS = ("maml", "metasgd")
 EXECUTIONS = ("vectorized", "per_task", "reference")   # the same meta-gradient, computed three ways
@@ -118,13 +122,13 @@ class MetaLearner:
         return "samples_as_batch" if per_example and self.device.type == "cpu" else "vectorized"
 
     def adapt_for_test(self, x_support: torch.Tensor, y_support: torch.Tensor, samples: int,
-                       sample_chunk: int | None, noise_fn: NoiseFn) -> Params:
+                       sample_chunk: int | None, noise: EpisodeNoise) -> Params:
         """First-order adaptation of Algorithm 2 by test_route(samples); parameters [B, ...]."""
         if self.test_route(samples) == "vectorized":
             return self.adapt(x_support, y_support, samples, first_order=True, sample_chunk=sample_chunk,
-                              noise_fn=noise_fn)
+                              noise_fn=noise)
         return adapt_samples_as_batch(self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support,
-                                      self.one_hot(y_support), noise_fn, self.samples(samples),
+                                      self.one_hot(y_support), noise, self.samples(samples),
                                       self.config.inner_steps, sample_chunk)
 
     def query_logits(self, adapted: Params | list[Params], x_query: torch.Tensor) -> torch.Tensor:

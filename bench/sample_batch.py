@@ -7,30 +7,33 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
 from bench.backbone import BackboneSpec
 from bench.hooks import Params, Regularizer
-from bench.inner_loop import NoiseFn, chunked_sample_mean, step_parameters, support_loss
+from bench.inner_loop import chunked_sample_mean, step_parameters, support_loss
+
+if TYPE_CHECKING:
+    from bench.episode_noise import EpisodeNoise
 
 
 def _mean_gradient(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, x: torch.Tensor,
-                   targets: torch.Tensor, noise: dict[str, torch.Tensor]) -> Params:
-    """Gradient of one task's inner loss averaged over m samples: noise [m, n, ...] -> one batch [n * m, ...],
-    example-major (row i * m + s is example i in sample s), so that batch norm groups the samples by a view."""
-    m, n = next(iter(noise.values())).shape[:2]
+                   targets: torch.Tensor, noise: dict[str, torch.Tensor], m: int) -> Params:
+    """Gradient of one task's inner loss averaged over m samples as one batch [n * m, ...], example-major (row
+    i * m + s is example i in sample s, as the noise given), so that batch norm groups the samples by a view."""
+    n = x.shape[0]
     params = {name: v.detach().requires_grad_(True) for name, v in adapted.items()}
     stacked = dataclasses.replace(spec, sample_groups=m, outside_vmap=True)
     xs = x.unsqueeze(1).expand(n, m, *x.shape[1:]).flatten(0, 1)
     ts = targets.unsqueeze(1).expand(n, m, *targets.shape[1:]).flatten(0, 1)
-    batch_noise = {k: v.transpose(0, 1).flatten(0, 1) for k, v in noise.items()}
-    loss = support_loss(stacked, reg, params, fixed, xs, ts, batch_noise)
+    loss = support_loss(stacked, reg, params, fixed, xs, ts, noise)
     return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))   # mean over m*n = mean over m
 
 
 def adapt_samples_as_batch(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params,
-                           lrs: Params | float, x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn,
+                           lrs: Params | float, x: torch.Tensor, targets: torch.Tensor, noise: EpisodeNoise,
                            samples: int, steps: int, sample_chunk: int | None = None) -> Params:
     """K first-order inner steps (Eq. 3) for B tasks, task by task, S samples per step in chunks of at most
     sample_chunk (each chunk's noise drawn when it is used); returns adapted parameters [B, ...]."""
@@ -38,9 +41,9 @@ def adapt_samples_as_batch(spec: BackboneSpec, reg: Regularizer, adapted: Params
     adapted = {name: v.expand(batch, *v.shape) for name, v in adapted.items()}
 
     def chunk_grads(k: int, first: int, end: int) -> Params:
-        noise = noise_fn(k, first, end)                                   # each tensor [B, end - first, ...]
+        drawn = noise.example_major(k, first, end)                        # each tensor [B, n * (end - first), ...]
         per_task = [_mean_gradient(spec, reg, {name: v[b] for name, v in adapted.items()}, fixed, x[b], targets[b],
-                                   {name: v[b] for name, v in noise.items()}) for b in range(batch)]
+                                   {name: v[b] for name, v in drawn.items()}, end - first) for b in range(batch)]
         return {name: torch.stack([g[name] for g in per_task]) for name in adapted}
 
     with torch.enable_grad():

@@ -1,5 +1,6 @@
-"""bench.ops in float64: the log1p-free softplus equals F.softplus, and the stock batch norm outside vmap equals the
-elementary one, in value, gradient and second derivative (softplus also under vmap and torch.func.grad)."""
+"""bench.ops in float64: the log1p-free softplus equals F.softplus, the stock batch norm outside vmap equals the
+elementary one, and the fast CPU batch norm equals the stock one, in value, gradient and second derivative (softplus
+and the fast batch norm also under vmap and torch.func.grad)."""
 from __future__ import annotations
 
 import torch
@@ -58,4 +59,38 @@ def test_stock_batch_norm_under_vmap_equals_the_elementary_one_for_the_shift_onl
                     in_dims=(0, 0, None))(x, w, beta)
 
     for a, b in zip(outer(True), outer(False)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_batch_norm_equals_the_stock_kernel_with_two_derivatives():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 5, 4, 4, generator=gen, dtype=torch.float64).mul(3).add(2)
+    beta = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
+    gamma = torch.rand(5, generator=gen, dtype=torch.float64).add(0.5).requires_grad_(True)
+    w = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    for scale, groups in ((None, 1), (gamma, 1), (None, 3), (gamma, 2)):
+        fast = _first_and_second(lambda v: batch_norm(v, beta, scale, 1e-3, True, groups, fast=True), x, w)
+        stock = _first_and_second(lambda v: batch_norm(v, beta, scale, 1e-3, True, groups), x, w)
+        for a, b in zip(fast, stock):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        params = (beta,) if scale is None else (beta, gamma)
+
+        def parameter_derivatives(fast: bool) -> tuple[torch.Tensor, ...]:
+            y = batch_norm(x, beta, scale, 1e-3, True, groups, fast=fast)
+            first = torch.autograd.grad((y.square() * w).sum(), params, create_graph=True)
+            return (*first, *torch.autograd.grad(sum(g.square().sum() for g in first), params))
+        for a, b in zip(parameter_derivatives(True), parameter_derivatives(False)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_batch_norm_under_vmap_and_grad_equals_the_stock_kernel():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 4, 6, 5, 5, generator=gen, dtype=torch.float64)
+    beta = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+
+    def loss(fast: bool):
+        return lambda xx, bb: (batch_norm(xx, bb, None, 1e-3, fast=fast) ** 3).sum()
+    fast = vmap(grad(loss(True), argnums=(0, 1)))(x, beta)
+    stock = vmap(grad(loss(False), argnums=(0, 1)))(x, beta)
+    for a, b in zip(fast, stock):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -1,6 +1,7 @@
 """The CPU pool of bench/ops.py and the pool-before-ReLU order of the backbone compute the stock function: the same
 values and indices as F.max_pool2d (ties included: Omniglot's blank regions make whole windows equal), and the same
-loss and meta-gradients as the stock ops on every execution path, bit for bit in float64 and float32."""
+loss and meta-gradients as the stock ops on every execution path, bit for bit in float64 and float32 on the
+per-task paths; with the fast batch norm too, to float64 rounding."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
+from bench import backbone
 from bench.episodes import Episodes
 from bench.ops import max_pool2
 from tests.meta_gradcheck import TINY, meta_gradients, tiny_learner
@@ -86,8 +88,11 @@ def _gradients(regularizer: str, fast: bool, episodes: Episodes, execution: str,
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("regularizer", ["none", "meta_dropout"])
-def test_per_task_meta_gradients_equal_the_stock_ops_bit_for_bit_on_blank_images(regularizer, dtype):
-    """The per-task and reference paths, fast kernels against stock ops, on tie-heavy binary episodes."""
+def test_per_task_meta_gradients_equal_the_stock_ops_bit_for_bit_on_blank_images(regularizer, dtype, monkeypatch):
+    """The per-task and reference paths, the fast pool and ReLU order against stock ops, on tie-heavy binary
+    episodes; batch norm is the stock kernel in both (the fast one sums in another order: the next test)."""
+    stock_batch_norm = backbone.batch_norm
+    monkeypatch.setattr(backbone, "batch_norm", lambda *args: stock_batch_norm(*args[:6], fast=False))
     episodes = _blank_episodes(dtype)
     assert _has_tied_windows(F.conv2d(episodes.x_support[0], torch.ones(1, 1, 3, 3, dtype=dtype), padding=1))
     for execution in ("per_task", "reference"):
@@ -96,6 +101,19 @@ def test_per_task_meta_gradients_equal_the_stock_ops_bit_for_bit_on_blank_images
         assert torch.equal(loss_fast, loss_stock), execution
         for name in grads_stock:
             assert torch.equal(grads_fast[name], grads_stock[name]), (execution, name)
+
+
+@pytest.mark.parametrize("regularizer", ["none", "meta_dropout"])
+def test_per_task_meta_gradients_with_every_fast_kernel_equal_the_stock_ops(regularizer):
+    """Fast pool, ReLU order and batch norm against stock ops: equal to float64 rounding (the conv biases, cancelled
+    by batch norm, have gradients of pure rounding: absolute tolerance)."""
+    episodes = _blank_episodes(torch.float64)
+    for execution in ("per_task", "reference"):
+        (loss_fast, grads_fast), (loss_stock, grads_stock) = (
+            _gradients(regularizer, fast, episodes, execution, torch.float64) for fast in (True, False))
+        torch.testing.assert_close(loss_fast, loss_stock, rtol=1e-12, atol=0)
+        for name, g in grads_stock.items():
+            torch.testing.assert_close(grads_fast[name], g, rtol=1e-10, atol=1e-13, msg=f"{execution} {name}")
 
 
 @pytest.mark.parametrize("regularizer", ["none", "meta_dropout"])

@@ -76,3 +76,15 @@ def test_meta_test_records_its_route_and_gives_the_same_accuracies(monkeypatch):
     vectorized = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False)
     assert vectorized["adaptation"] == "vectorized"
     assert as_batch["accuracies"] == vectorized["accuracies"]
+
+
+def test_example_major_noise_is_the_same_draws_transposed():
+    learner = tiny_learner("meta_dropout")
+    n = tiny_episodes().x_support.shape[1]
+    sample_major = EpisodeNoise(learner, [0, 1], n, seed=3)
+    example_major = EpisodeNoise(learner, [0, 1], n, seed=3)
+    for step, (first, end) in enumerate([(0, 3), (3, 5)]):
+        drawn, flat = sample_major(step, first, end), example_major.example_major(step, first, end)
+        assert drawn.keys() == flat.keys() and drawn
+        for name, v in drawn.items():
+            assert torch.equal(flat[name], v.transpose(1, 2).flatten(1, 2)), name
