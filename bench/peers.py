@@ -262,7 +262,8 @@ def render(report: dict[str, Any]) -> str:
     headers = ["config", "regularizer", *(f"{n} ms" for n in impls), "suite speed-up vs fastest peer",
                "peak GiB (" + " / ".join(impls) + ")", "max rel. grad diff", "load avg"]
     lines = [f"torch {report['torch']}, {report['cpu_count']} CPUs; medians of {report['reps']} interleaved steps; "
-             f"allocator: {report.get('allocator', 'default')}", *report["notes"], tabulate(table, headers=headers, disable_numparse=True)]
+             f"allocator: {report.get('allocator', 'default')}", *report["notes"],
+             tabulate(table, headers=headers, disable_numparse=True)]
     if "meta_test" in report:
         m = report["meta_test"]
         lines.append(f"meta-test ({m['protocol']}, {m['episodes']} episodes, test batch {m['test_batch']}): suite "

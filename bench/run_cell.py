@@ -137,7 +137,8 @@ def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -
     test_curve = curve.finish(test)
     robustness = test.pop("robustness", None)
     return {
-        **_identity(cell, device), "status": "ok", "runtime": {"threads": torch.get_num_threads(), "allocator": retain_freed_memory()},
+        **_identity(cell, device), "status": "ok",
+        "runtime": {"threads": torch.get_num_threads(), "allocator": retain_freed_memory()},
         "parameter_count": experiment.learner.parameter_count(),
         "data": {"root": str(data_root_path(options.data_root).resolve()), "dataset": protocol.dataset,
                  "options": protocol.data_options,

@@ -83,6 +83,18 @@ def test_fast_batch_norm_equals_the_stock_kernel_with_two_derivatives():
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_fast_batch_norm_matches_finite_differences_to_second_order():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 2, 3, 3, generator=gen, dtype=torch.float64).mul(2).add(1).requires_grad_(True)
+    beta = torch.randn(2, generator=gen, dtype=torch.float64, requires_grad=True)
+    gamma = torch.rand(2, generator=gen, dtype=torch.float64).add(0.5).requires_grad_(True)
+
+    def fast(v, b, g):
+        return batch_norm(v, b, g, 1e-3, True, fast=True)
+    assert torch.autograd.gradcheck(fast, (x, beta, gamma))
+    assert torch.autograd.gradgradcheck(fast, (x, beta, gamma))
+
+
 def test_fast_batch_norm_under_vmap_and_grad_equals_the_stock_kernel():
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(3, 4, 6, 5, 5, generator=gen, dtype=torch.float64)
