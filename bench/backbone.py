@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.hooks import ForwardContext, Regularizer
-from bench.ops import batch_norm, max_pool2
+from bench.ops import batch_norm, bn_pool_relu, conv2d, fused_block_applies, max_pool2
 
 N_BLOCKS = 4
 INIT_STD = 0.02          # the release's init std of the conv (truncated at 2 std) and linear weights
@@ -25,7 +25,8 @@ class BackboneSpec:
     bn_eps: float = 1e-3         # tf.contrib.layers.batch_norm default, as in the release
     outside_vmap: bool = False   # True on the per-task path: the stock batch norm kernel (bench/ops.py)
     sample_groups: int = 1       # > 1: the batch is that many Monte-Carlo samples, each with its own BN statistics
-    fast_kernels: bool = True    # CPU: pool before ReLU, channels-last pool, fast BN statistics (bench/ops.py)
+    fast_kernels: bool = True    # CPU: pool before ReLU, channels-last pool, fast BN and conv (bench/ops.py)
+    first_order: bool = False    # no second derivative through this forward: fused BN, pool, ReLU (bench/ops.py)
 
     def block_input_shape(self, block: int) -> tuple[int, int, int]:
         """(C, H, W) of the input of block 1..4 (each block halves H and W by its pool)."""
@@ -83,15 +84,18 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
                   and type(reg).on_activation is Regularizer.on_activation)      # no hook needs the full-size ReLU
     h = reg.on_features(0, x, ctx)
     for l in range(1, N_BLOCKS + 1):
-        f = F.conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"], padding=1)
+        f = conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"], fast=spec.fast_kernels)
         f = reg.on_preactivation(l, h, f, ctx)            # Eq. 6: f * z, z = softplus(a)
-        y = batch_norm(f, params[f"bn{l}.beta"], params.get(f"bn{l}.gamma"), spec.bn_eps, spec.outside_vmap,
-                       spec.sample_groups, spec.fast_kernels)
-        if pool_first:      # relu(pool(y)) = pool(relu(y)); gradients too (tests/test_pool_first.py)
-            h = reg.on_features(l, F.relu(max_pool2(y)), ctx)
+        beta, gamma = params[f"bn{l}.beta"], params.get(f"bn{l}.gamma")
+        if pool_first and spec.first_order and fused_block_applies(f, beta, gamma):
+            pooled = bn_pool_relu(f, beta, spec.bn_eps, spec.sample_groups)
         else:
-            a = reg.on_activation(l, h, F.relu(y), ctx)
-            h = reg.on_features(l, F.max_pool2d(a, 2), ctx)
+            y = batch_norm(f, beta, gamma, spec.bn_eps, spec.outside_vmap, spec.sample_groups, spec.fast_kernels)
+            if pool_first:  # relu(pool(y)) = pool(relu(y)); gradients too (tests/test_pool_first.py)
+                pooled = F.relu(max_pool2(y))
+            else:
+                pooled = F.max_pool2d(reg.on_activation(l, h, F.relu(y), ctx), 2)
+        h = reg.on_features(l, pooled, ctx)
     features = h.flatten(1)
     logits = F.linear(features, params["head.weight"], params["head.bias"])
     return reg.on_logits(features, logits, ctx)

@@ -34,12 +34,13 @@ def _per_task(learner: MetaLearner, ep: Episodes) -> tuple[torch.Tensor, torch.T
     noises = [noise_fn(k, 0, samples) for k in range(learner.config.inner_steps)]
     targets = learner.one_hot(ep.y_support)
     spec = dataclasses.replace(learner.spec, outside_vmap=True)         # the stock batch-norm kernel
+    query_spec = dataclasses.replace(spec, first_order=True)             # its backward is first order
     params = learner.parameters()
 
     def task(b: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         adapted = adapt_task(spec, learner.reg, dict(learner.adapted), learner.meta_only, learner.lrs(),
                              ep.x_support[b], targets[b], task_noises(noises, b), learner.config.first_order)
-        logits = query_logits(spec, learner.reg, adapted, learner.meta_only, ep.x_query[b])
+        logits = query_logits(query_spec, learner.reg, adapted, learner.meta_only, ep.x_query[b])
         loss = F.cross_entropy(logits, ep.y_query[b])                       # Eq. 4, task b
         accuracy = (logits.argmax(-1) == ep.y_query[b]).to(learner.dtype).mean()
         return loss.detach(), accuracy, _grads_or_zeros(loss / batch, params)

@@ -2,7 +2,9 @@
 values, first and second derivatives, tests/test_ops.py in float64; on a GPU the stock kernel is used), the 2x2
 max pool by the channels-last kernel (the same values and indices, tests/test_pool_first.py), and the batch norm
 that is exact in each setting (elementary ops under vmap, the stock kernel outside it, per group of samples), on
-the CPU with faster statistics than the stock kernel's (the same function and derivatives, tests/test_ops.py)."""
+the CPU with faster statistics than the stock kernel's and a short double backward (the same function and
+derivatives, tests/test_ops.py), and the 3x3 convolution whose double backward takes the weight term from the
+backward-weights kernel (the same derivatives, tests/test_ops.py)."""
 from __future__ import annotations
 
 import torch
@@ -77,6 +79,17 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     return _MaxPool2.apply(x)[0] if x.device.type == "cpu" else F.max_pool2d(x, 2)
 
 
+def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean, x - mean, 1 / sqrt(biased var + eps)) per channel of an NCHW tensor, by contiguous row reductions
+    (the variance in two passes)."""
+    c = x.shape[1]
+    count = x.numel() // c
+    mean = x.flatten(2).sum(2).sum(0) / count
+    centered = x - mean.view(c, 1, 1)
+    var = torch.linalg.vector_norm(centered.flatten(2), dim=2).square().sum(0) / count
+    return mean, centered, (var + eps).rsqrt()
+
+
 class _BatchNorm(torch.autograd.Function):
     """Training-mode F.batch_norm(x, None, None, weight, beta, eps) on the CPU: the statistics by reductions over
     contiguous rows (the stock kernel's statistics pass is about 3x slower here), the backward by the stock backward
@@ -88,12 +101,8 @@ class _BatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(x: torch.Tensor, weight: torch.Tensor, beta: torch.Tensor,
                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, centered, invstd = _statistics(x, eps)
         c = x.shape[1]
-        count = x.numel() // c
-        mean = x.flatten(2).sum(2).sum(0) / count
-        centered = x - mean.view(c, 1, 1)
-        var = torch.linalg.vector_norm(centered.flatten(2), dim=2).square().sum(0) / count   # biased, two-pass
-        invstd = (var + eps).rsqrt()
         return centered.mul_((invstd * weight).view(c, 1, 1)).add_(beta.view(c, 1, 1)), mean, invstd
 
     @staticmethod
@@ -104,10 +113,70 @@ class _BatchNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, *_) -> tuple[torch.Tensor | None, ...]:
-        x, weight, mean, invstd = ctx.saved_tensors      # statistics as constants: the kernel's double backward
-        return (*torch.ops.aten.native_batch_norm_backward(  # differentiates them through x, as the stock one's
-            grad, x, weight, None, None, mean.detach(), invstd.detach(), True, ctx.eps, list(ctx.needs_input_grad[:3])),
-            None)
+        x, weight, mean, invstd = ctx.saved_tensors
+        return (*_BatchNormBackward.apply(grad, x, weight, mean.detach(), invstd.detach(), ctx.eps,
+                                          list(ctx.needs_input_grad[:3])), None)
+
+
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over all dims but dim 1 of an NCHW tensor, by contiguous rows."""
+    return t.flatten(2).sum(2).sum(0)
+
+
+class _BatchNormBackward(torch.autograd.Function):
+    """The training-mode batch-norm backward by the stock kernel, (g, x, w) -> (dx, dw, dbeta), with its own
+    derivative written out per channel (the statistics as functions of x, as in the stock double backward, whose
+    composite formula is about 50 small ops; tests/test_ops.py: equal in float64 and by gradgradcheck). With
+    c = x - mean, s = invstd, M = N H W, A = mean(g c), and the incoming (ggx, ggw, ggb):
+    dx = w s (g - mean g) - w s^3 A c, dw = M s A, dbeta = sum g."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
+                eps: float, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+        return torch.ops.aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, eps, mask)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        grad, x, weight, mean, invstd, _, _ = inputs
+        ctx.save_for_backward(grad, x, weight, mean, invstd)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, gg_x: torch.Tensor | None, gg_w: torch.Tensor | None,
+                 gg_b: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        g, x, w, mean, s = ctx.saved_tensors
+        need_grad, need_x, need_w = ctx.needs_input_grad[:3]
+        per_channel = (-1, 1, 1)
+        count = x.numel() // x.shape[1]
+        c = x - mean.view(per_channel)
+        g_mean = _channel_sum(g) / count
+        a = _channel_sum(g * c) / count                                   # A = mean(g c)
+        s3 = s ** 3
+        zero = torch.zeros_like(s)
+        gg_mean = b = d = zero                                            # G = mean(ggx), B, D: none without ggx
+        if gg_x is not None:
+            gg_mean = _channel_sum(gg_x) / count
+            b = _channel_sum(gg_x * c) / count                            # B = mean(ggx c)
+            d = _channel_sum(gg_x * g) / count - gg_mean * g_mean         # D = mean(ggx (g - mean g))
+        has_gg_w, gg_w = gg_w is not None, zero if gg_w is None else gg_w
+        d_grad = d_x = d_w = None
+        if need_grad:            # d/dg: w s (ggx - G) + (ggw s - w s^3 B) c + ggb
+            d_grad = c * (gg_w * s - w * s3 * b).view(per_channel)
+            if gg_x is not None:
+                d_grad = d_grad + (gg_x - gg_mean.view(per_channel)) * (w * s).view(per_channel)
+            if gg_b is not None:
+                d_grad = d_grad + gg_b.view(per_channel)
+        if need_x and (gg_x is not None or has_gg_w):
+            # d/dx: (w (3 s^5 A B - s^3 D) - ggw s^3 A) c + (ggw s - w s^3 B) (g - mean g) - w s^3 A (ggx - G)
+            d_x = (c * (w * (3 * s3 * s * s * a * b - s3 * d) - gg_w * s3 * a).view(per_channel)
+                   + (g - g_mean.view(per_channel)) * (gg_w * s - w * s3 * b).view(per_channel))
+            if gg_x is not None:
+                d_x = d_x - (gg_x - gg_mean.view(per_channel)) * (w * s3 * a).view(per_channel)
+        if need_w and gg_x is not None:                                   # d/dw: M (s D - s^3 A B)
+            d_w = count * (s * d - s3 * a * b)
+        return d_grad, d_x, d_w, None, None, None, None
 
 
 def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float,
@@ -134,3 +203,144 @@ def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, 
     if gamma is not None:
         y = y * gamma.view(1, -1, 1, 1)
     return y + beta.view(1, -1, 1, 1)
+
+
+_UNIT = [1, 1]           # stride and dilation of every convolution here
+
+
+class _Conv2dBackward(torch.autograd.Function):
+    """The convolution's backward, (gO, x, w) -> (dx, dw, db) by the stock kernel, with its derivative from the
+    kernels that run fast: the stock double backward takes the weight term, the correlation of the incoming ggx
+    with gO, from a forward convolution with batch and channels swapped (a kernel as large as the image, about 3x
+    slower on the CPU than the backward-weights kernel that computes it here)."""
+
+    @staticmethod
+    def forward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: list[int], has_bias: bool,
+                mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+        bias_sizes = [weight.shape[0]] if has_bias else None
+        return torch.ops.aten.convolution_backward(grad_out, x, weight, bias_sizes, _UNIT, padding, _UNIT, False,
+                                                   [0, 0], 1, mask)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        grad_out, x, weight, ctx.padding, _, _ = inputs
+        ctx.save_for_backward(grad_out, x, weight)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, gg_x: torch.Tensor | None, gg_w: torch.Tensor | None,
+                 gg_b: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        grad_out, x, weight = ctx.saved_tensors
+        need_grad_out, need_x, need_w = ctx.needs_input_grad[:3]
+        d_grad_out = None
+        if need_grad_out:        # dx, dw and db are linear in gO: conv(ggx, w) + conv(x, ggw) + ggb
+            terms = [F.conv2d(a, b, None, padding=ctx.padding) for a, b in ((gg_x, weight), (x, gg_w)) if a is not None
+                     and b is not None]
+            if gg_b is not None:
+                terms.append(gg_b.view(-1, 1, 1).expand_as(grad_out))
+            d_grad_out = sum(terms[1:], terms[0]) if terms else None
+        mask = [need_x and gg_w is not None, need_w and gg_x is not None, False]
+        d_x = d_w = None
+        if any(mask):            # d/dx = conv_transpose(gO, ggw), d/dw = correlation(ggx, gO): one backward call
+            d_x, d_w, _ = torch.ops.aten.convolution_backward(
+                grad_out, x if gg_x is None else gg_x, weight if gg_w is None else gg_w, None, _UNIT, ctx.padding,
+                _UNIT, False, [0, 0], 1, mask)
+        return d_grad_out, d_x, d_w, None, None, None
+
+
+class _Conv2d(torch.autograd.Function):
+    """F.conv2d(x, weight, bias, padding=padding) with stride 1, backward by _Conv2dBackward."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, bias, padding = inputs
+        ctx.padding, ctx.has_bias = [padding, padding], bias is not None
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        grads = _Conv2dBackward.apply(grad_out, x, weight, ctx.padding, ctx.has_bias, mask)
+        return (*(g if m else None for g, m in zip(grads, mask)), None)
+
+
+def _plain(*tensors: torch.Tensor | None) -> bool:
+    """True outside torch.func transforms (no functorch wrapper on any of the tensors)."""
+    return not any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 1,
+           fast: bool = True) -> torch.Tensor:
+    """F.conv2d with stride 1; fast: on the CPU outside torch.func transforms, by _Conv2d (the same values and
+    derivatives, a cheaper second derivative)."""
+    if fast and x.device.type == "cpu" and _plain(x, weight, bias):
+        return _Conv2d.apply(x, weight, bias, padding)
+    return F.conv2d(x, weight, bias, padding=padding)
+
+
+class _BatchNormPoolReLU(torch.autograd.Function):
+    """relu(max_pool2(batch_norm(x))) with the shift only, for forwards whose backward is first order (the query
+    pass, the meta-test's inner loop). A positive per-channel scale commutes with the max, so the pool runs on x
+    and only the pooled quarter is normalized; the backward is then one full-size pass, dx = -s^3 A (x - mean)
+    - s mean(g), plus s g scattered to the maxima (g: the gradient at the pooled outputs, A = mean(g c) over them).
+    With create_graph, the backward is taken through the separate fast ops instead (second derivatives).
+    tests/test_ops.py: equal to the separate ops in float64, values, indices of ties and gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+        c = x.shape[1]
+        mean, centered, invstd = _statistics(x, eps)
+        del centered
+        pooled, indices = _MaxPool2.forward(x)
+        pooled_centered = pooled.sub_(mean.view(c, 1, 1))
+        out = torch.relu_(pooled_centered.mul(invstd.view(c, 1, 1)).add_(beta.view(c, 1, 1)))  # as _BatchNorm's
+        ctx.eps = eps
+        ctx.save_for_backward(x, beta, out, mean, invstd, indices, pooled_centered)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, beta, out, mean, invstd, indices, pooled_centered = ctx.saved_tensors
+        if torch.is_grad_enabled():                       # create_graph: through the differentiable separate ops
+            return (*separate_bn_pool_relu_grads(x, beta, ctx.eps, grad, ctx.needs_input_grad[:2]), None)
+        c = x.shape[1]
+        per_channel = (c, 1, 1)
+        count = x.numel() // c
+        g = torch.where(out > 0, grad, 0.0)                                # ReLU
+        g_sum = _channel_sum(g)
+        s3a = invstd ** 3 * _channel_sum(g * pooled_centered) / count     # s^3 A, A = mean(g c) at the maxima
+        d_x = None
+        if ctx.needs_input_grad[0]:
+            d_x = torch.addcmul((s3a * mean - invstd * g_sum / count).view(per_channel), x, -s3a.view(per_channel))
+            d_x.flatten(2).scatter_add_(2, indices.flatten(2), g.mul_(invstd.view(per_channel)).flatten(2))
+        return d_x, g_sum if ctx.needs_input_grad[1] else None, None
+
+
+def separate_bn_pool_relu_grads(x: torch.Tensor, beta: torch.Tensor, eps: float, grad: torch.Tensor,
+                                needed: tuple[bool, ...]) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of relu(max_pool2(batch_norm(x, beta))) for x and beta (those needed) through the separate ops,
+    with a graph."""
+    with torch.enable_grad():
+        y = torch.relu(max_pool2(_BatchNorm.apply(x, torch.ones_like(beta), beta, eps)[0]))
+        inputs = [t for t, n in zip((x, beta), needed) if n]
+        grads = iter(torch.autograd.grad(y, inputs, grad, create_graph=True))
+    return tuple(next(grads) if n else None for n in needed)
+
+
+def bn_pool_relu(f: torch.Tensor, beta: torch.Tensor, eps: float, groups: int = 1) -> torch.Tensor:
+    """relu(max_pool2(batch_norm(f, beta))) with the shift only and per-group statistics as batch_norm's, fused
+    for first-order backward passes (_BatchNormPoolReLU); on the CPU outside torch.func transforms."""
+    n, c, h, w = f.shape
+    x = f.contiguous().view(n // groups, groups * c, h, w)
+    out = _BatchNormPoolReLU.apply(x, beta.repeat(groups) if groups > 1 else beta, eps)
+    return out.view(n, c, h // 2, w // 2)
+
+
+def fused_block_applies(f: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None) -> bool:
+    """Whether bn_pool_relu may run: shift-only batch norm on the CPU, outside torch.func transforms."""
+    return gamma is None and f.device.type == "cpu" and _plain(f, beta)

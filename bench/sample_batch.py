@@ -25,7 +25,7 @@ def _mean_gradient(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed:
     i * m + s is example i in sample s, as the noise given), so that batch norm groups the samples by a view."""
     n = x.shape[0]
     params = {name: v.detach().requires_grad_(True) for name, v in adapted.items()}
-    stacked = dataclasses.replace(spec, sample_groups=m, outside_vmap=True)
+    stacked = dataclasses.replace(spec, sample_groups=m, outside_vmap=True, first_order=True)
     xs = x.unsqueeze(1).expand(n, m, *x.shape[1:]).flatten(0, 1)
     ts = targets.unsqueeze(1).expand(n, m, *targets.shape[1:]).flatten(0, 1)
     loss = support_loss(stacked, reg, params, fixed, xs, ts, noise)

@@ -6,6 +6,7 @@ import torch
 
 from bench.backbone import N_BLOCKS, BackboneSpec, conv_init
 from bench.hooks import Params
+from bench.ops import conv2d
 
 
 def block_noise(spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
@@ -28,5 +29,4 @@ def block_convs(spec: BackboneSpec, generator: torch.Generator, dtype: torch.dty
 
 def conv_on_input(params: Params, prefix: str, block: int, h_in: torch.Tensor) -> torch.Tensor:
     """Block l's `{prefix}` conv applied to the block's input h^(l-1) (same padding)."""
-    return torch.nn.functional.conv2d(h_in, params[f"{prefix}{block}.weight"], params[f"{prefix}{block}.bias"],
-                                      padding=1)
+    return conv2d(h_in, params[f"{prefix}{block}.weight"], params[f"{prefix}{block}.bias"])

@@ -3,11 +3,12 @@ elementary one, and the fast CPU batch norm equals the stock one, in value, grad
 and the fast batch norm also under vmap and torch.func.grad)."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from bench.ops import batch_norm, softplus
+from bench.ops import batch_norm, bn_pool_relu, conv2d, max_pool2, softplus
 
 
 def _first_and_second(fn, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -106,3 +107,65 @@ def test_fast_batch_norm_under_vmap_and_grad_equals_the_stock_kernel():
     stock = vmap(grad(loss(False), argnums=(0, 1)))(x, beta)
     for a, b in zip(fast, stock):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_conv_equals_the_stock_one_with_two_derivatives():
+    """bench.ops.conv2d's double backward (the weight term by the backward-weights kernel) equals the stock
+    one's, for every pair of incoming gradients, and passes gradgradcheck (with and without bias, 1 input channel)."""
+    gen = torch.Generator().manual_seed(7)
+    for c_in, with_bias in ((3, True), (1, True), (3, False)):
+        x = torch.randn(4, c_in, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(5, c_in, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True) if with_bias else None
+        inputs = (x, weight, bias) if with_bias else (x, weight)
+        w = torch.randn(4, 5, 6, 6, generator=gen, dtype=torch.float64)
+
+        def derivatives(conv) -> tuple[torch.Tensor, ...]:
+            first = torch.autograd.grad((conv(x, weight, bias).tanh() * w).sum(), inputs, create_graph=True)
+            return (*first, *torch.autograd.grad(sum((g.sin() * (i + 1)).sum() for i, g in enumerate(first)), inputs))
+        fast = derivatives(lambda *a: conv2d(*a, fast=True))
+        stock = derivatives(lambda *a: F.conv2d(*a, padding=1))
+        for a, b in zip(fast, stock):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert torch.autograd.gradgradcheck(lambda *a: conv2d(*a) if with_bias else conv2d(*a, None), inputs)
+
+
+def test_fast_conv_runs_the_stock_op_under_torch_func():
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 2, 2, 5, 5, generator=gen, dtype=torch.float64)
+    weight = torch.randn(4, 2, 3, 3, generator=gen, dtype=torch.float64)
+
+    def loss(fast: bool):
+        return lambda xx, ww: conv2d(xx, ww, None, fast=fast).square().sum()
+    for a, b in zip(vmap(grad(loss(True), argnums=(0, 1)), in_dims=(0, None))(x, weight),
+                    vmap(grad(loss(False), argnums=(0, 1)), in_dims=(0, None))(x, weight)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def _separate_bn_pool_relu(f: torch.Tensor, beta: torch.Tensor, groups: int) -> torch.Tensor:
+    return F.relu(max_pool2(batch_norm(f, beta, None, 1e-3, True, groups, fast=True)))
+
+
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_fused_bn_pool_relu_equals_the_separate_ops(size, groups):
+    """bench.ops.bn_pool_relu: the same values as the separate fast ops (float32, bit for bit, ties from rounded
+    inputs included), the same gradients for f and beta in float64, and through create_graph the same second
+    derivatives (it then runs the separate ops)."""
+    gen = torch.Generator().manual_seed(9)
+    f32 = torch.round(torch.randn(6, 4, size, size, generator=gen) * 3).add(1)          # many exact ties
+    beta32 = torch.randn(4, generator=gen)
+    assert torch.equal(bn_pool_relu(f32, beta32, 1e-3, groups), _separate_bn_pool_relu(f32, beta32, groups))
+    f = (f32.double() + torch.randn(f32.shape, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    beta = beta32.double().requires_grad_(True)
+    w = torch.randn(6, 4, size // 2, size // 2, generator=gen, dtype=torch.float64)
+
+    def derivatives(block) -> tuple[torch.Tensor, ...]:
+        first = torch.autograd.grad((block(f, beta, groups).square() * w).sum(), (f, beta), create_graph=True)
+        second = torch.autograd.grad(first[0].square().sum() + first[1].sum(), (f, beta))
+        plain = torch.autograd.grad((block(f, beta, groups).square() * w).sum(), (f, beta))
+        return (*plain, *second)
+    fused = derivatives(lambda *a: bn_pool_relu(a[0], a[1], 1e-3, a[2]))
+    for a, b in zip(fused, derivatives(_separate_bn_pool_relu)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda v, b: bn_pool_relu(v, b, 1e-3, groups), (f, beta))

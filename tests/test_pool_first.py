@@ -17,6 +17,7 @@ from torch.func import grad, vmap
 from bench import backbone
 from bench.episodes import Episodes
 from bench.ops import max_pool2
+from regularizers import noise_convs
 from tests.meta_gradcheck import TINY, meta_gradients, tiny_learner
 
 
@@ -90,9 +91,13 @@ def _gradients(regularizer: str, fast: bool, episodes: Episodes, execution: str,
 @pytest.mark.parametrize("regularizer", ["none", "meta_dropout"])
 def test_per_task_meta_gradients_equal_the_stock_ops_bit_for_bit_on_blank_images(regularizer, dtype, monkeypatch):
     """The per-task and reference paths, the fast pool and ReLU order against stock ops, on tie-heavy binary
-    episodes; batch norm is the stock kernel in both (the fast one sums in another order: the next test)."""
-    stock_batch_norm = backbone.batch_norm
+    episodes; batch norm and the convolutions are the stock kernels in both and the fused first-order block is off
+    (the fast ones sum in another order: the next test)."""
+    stock_batch_norm, conv2d = backbone.batch_norm, backbone.conv2d
     monkeypatch.setattr(backbone, "batch_norm", lambda *args: stock_batch_norm(*args[:6], fast=False))
+    monkeypatch.setattr(backbone, "conv2d", lambda *args, **kwargs: conv2d(*args, fast=False))
+    monkeypatch.setattr(noise_convs, "conv2d", lambda *args, **kwargs: conv2d(*args, fast=False))
+    monkeypatch.setattr(backbone, "fused_block_applies", lambda *args: False)
     episodes = _blank_episodes(dtype)
     assert _has_tied_windows(F.conv2d(episodes.x_support[0], torch.ones(1, 1, 3, 3, dtype=dtype), padding=1))
     for execution in ("per_task", "reference"):
@@ -105,7 +110,7 @@ def test_per_task_meta_gradients_equal_the_stock_ops_bit_for_bit_on_blank_images
 
 @pytest.mark.parametrize("regularizer", ["none", "meta_dropout"])
 def test_per_task_meta_gradients_with_every_fast_kernel_equal_the_stock_ops(regularizer):
-    """Fast pool, ReLU order and batch norm against stock ops: equal to float64 rounding (the conv biases, cancelled
+    """Fast pool, ReLU order, batch norm, convolution and the fused first-order block against stock ops: equal to float64 rounding (the conv biases, cancelled
     by batch norm, have gradients of pure rounding: absolute tolerance)."""
     episodes = _blank_episodes(torch.float64)
     for execution in ("per_task", "reference"):
