@@ -24,7 +24,8 @@ class BackboneSpec:
     bn_mode: str = "shift"       # "shift": beta only, meta-learned (release); "affine": gamma + beta, adapted
     bn_eps: float = 1e-3         # tf.contrib.layers.batch_norm default, as in the release
     outside_vmap: bool = False   # True on the per-task path: the stock batch norm kernel (bench/ops.py)
-    sample_groups: int = 1       # > 1: the batch is that many Monte-Carlo samples, each with its own BN statistics
+    sample_groups: int = 1       # > 1: that many Monte-Carlo samples of each input example, each sample with its
+    #                              own BN statistics (rows i * groups + s from block 1 on; block 1's convs once)
     fast_kernels: bool = True    # CPU: pool before ReLU, channels-last pool, fast BN and conv (bench/ops.py)
     first_order: bool = False    # no second derivative through this forward: fused BN, pool, ReLU (bench/ops.py)
 
@@ -83,9 +84,14 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
     pool_first = (spec.fast_kernels and x.device.type == "cpu"
                   and type(reg).on_activation is Regularizer.on_activation)      # no hook needs the full-size ReLU
     h = reg.on_features(0, x, ctx)
+    if spec.sample_groups > 1:
+        h = h.unsqueeze(1)                                # [n, 1, C, H, W]: the samples share block 1's input
     for l in range(1, N_BLOCKS + 1):
         f = conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"], fast=spec.fast_kernels)
-        f = reg.on_preactivation(l, h, f, ctx)            # Eq. 6: f * z, z = softplus(a)
+        if h.dim() == 5:
+            f = _samples_preactivation(reg, h, f, ctx, spec.sample_groups)
+        else:
+            f = reg.on_preactivation(l, h, f, ctx)        # Eq. 6: f * z, z = softplus(a)
         beta, gamma = params[f"bn{l}.beta"], params.get(f"bn{l}.gamma")
         if pool_first and spec.first_order and fused_block_applies(f, beta, gamma):
             pooled = bn_pool_relu(f, beta, spec.bn_eps, spec.sample_groups)
@@ -99,3 +105,17 @@ def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor
     features = h.flatten(1)
     logits = F.linear(features, params["head.weight"], params["head.bias"])
     return reg.on_logits(features, logits, ctx)
+
+
+def _samples_preactivation(reg: Regularizer, h: torch.Tensor, f: torch.Tensor, ctx: ForwardContext,
+                           groups: int) -> torch.Tensor:
+    """Block 1's hook with `groups` Monte-Carlo samples per example: it sees the input and conv output of each
+    example once, [n, 1, ...], and every noise tensor as [n, groups, ...] (rows i * groups + s), so that its
+    elementwise ops broadcast over the samples; returns [n * groups, ...]."""
+    flat = ctx.noise
+    ctx.noise = {name: v.unflatten(0, (-1, groups)) for name, v in flat.items()}
+    try:
+        f = reg.on_preactivation(1, h, f, ctx)
+    finally:
+        ctx.noise = flat
+    return f.expand(-1, groups, *f.shape[2:]).flatten(0, 1)

@@ -26,9 +26,8 @@ def _mean_gradient(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed:
     n = x.shape[0]
     params = {name: v.detach().requires_grad_(True) for name, v in adapted.items()}
     stacked = dataclasses.replace(spec, sample_groups=m, outside_vmap=True, first_order=True)
-    xs = x.unsqueeze(1).expand(n, m, *x.shape[1:]).flatten(0, 1)
     ts = targets.unsqueeze(1).expand(n, m, *targets.shape[1:]).flatten(0, 1)
-    loss = support_loss(stacked, reg, params, fixed, xs, ts, noise)
+    loss = support_loss(stacked, reg, params, fixed, x, ts, noise)       # x once: block 1 forms the m samples
     return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))   # mean over m*n = mean over m
 
 
@@ -39,6 +38,7 @@ def adapt_samples_as_batch(spec: BackboneSpec, reg: Regularizer, adapted: Params
     sample_chunk (each chunk's noise drawn when it is used); returns adapted parameters [B, ...]."""
     batch = x.shape[0]
     adapted = {name: v.expand(batch, *v.shape) for name, v in adapted.items()}
+    fixed = {name: v.detach() for name, v in fixed.items()}      # no gradient for them here: no graph to them
 
     def chunk_grads(k: int, first: int, end: int) -> Params:
         drawn = noise.example_major(k, first, end)                        # each tensor [B, n * (end - first), ...]

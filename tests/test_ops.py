@@ -26,6 +26,10 @@ def test_softplus_equals_the_stock_kernel_with_two_derivatives():
     w = torch.randn(x.shape, generator=gen, dtype=torch.float64)
     for ours, stock in zip(_first_and_second(softplus, x, w), _first_and_second(F.softplus, x, w)):
         torch.testing.assert_close(ours, stock, rtol=1e-12, atol=1e-15)
+    below = x[x < 20]                                          # no entry above the threshold: no `where` pass
+    for ours, stock in zip(_first_and_second(softplus, below, w[x < 20]), _first_and_second(F.softplus, below,
+                                                                                             w[x < 20])):
+        torch.testing.assert_close(ours, stock, rtol=1e-12, atol=1e-15)
     per_row = vmap(grad(lambda v: softplus(v).square().sum()))(x[:4000].view(40, 100))
     stock_rows = vmap(grad(lambda v: F.softplus(v).square().sum()))(x[:4000].view(40, 100))
     torch.testing.assert_close(per_row, stock_rows, rtol=1e-12, atol=1e-15)
