@@ -5,8 +5,6 @@ up to floating-point summation order (tested in float64)."""
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +13,6 @@ from bench.episodes import Episodes
 from bench.inner_loop import adapt_task, query_logits, task_noises
 from bench.learner import MetaLearner
 
-T = TypeVar("T")
 GRAD_CLIP = 3.0          # elementwise clipping of the meta-gradient to [-3, 3], as in the release
 
 
@@ -26,9 +23,9 @@ def _grads_or_zeros(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torc
 
 def _per_task(learner: MetaLearner, ep: Episodes) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Adapt, score and backpropagate task by task; the noise of all K steps is drawn first, exactly as the
-    vectorized path draws it (same stream, same values). With T > 1 intra-op threads on the CPU, T tasks run at
-    once, each on one thread (a 5-way task is too small to split well); the meta-gradient is summed in task order
-    either way, so it does not depend on how the tasks were scheduled."""
+    vectorized path draws it (same stream, same values). One task's graph is alive at a time; the intra-op
+    threads split each task's ops (running T tasks at once, one thread each, measured no faster on two cores and
+    held T graphs: bench/peers.py)."""
     batch, n = ep.x_support.shape[:2]
     noise_fn, samples = learner.noise_fn(n, batch), learner.samples(learner.config.mc_train)
     noises = [noise_fn(k, 0, samples) for k in range(learner.config.inner_steps)]
@@ -45,26 +42,12 @@ def _per_task(learner: MetaLearner, ep: Episodes) -> tuple[torch.Tensor, torch.T
         accuracy = (logits.argmax(-1) == ep.y_query[b]).to(learner.dtype).mean()
         return loss.detach(), accuracy, _grads_or_zeros(loss / batch, params)
 
-    results = _run_tasks(task, batch, learner.device)
+    results = [task(b) for b in range(batch)]
     total = [torch.zeros_like(p) for p in params]
     for _, _, grads in results:
         for acc, g in zip(total, grads):
             acc.add_(g)
     return torch.stack([r[0] for r in results]).mean(), torch.stack([r[1] for r in results]), total
-
-
-def _run_tasks(task: Callable[[int], T], batch: int, device: torch.device) -> list[T]:
-    """[task(0), ..., task(batch - 1)]: in turn, or on the CPU with T > 1 intra-op threads, T at a time with one
-    intra-op thread each (the thread count is restored after)."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1 or batch == 1:
-        return [task(b) for b in range(batch)]
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(min(threads, batch)) as pool:
-            return list(pool.map(task, range(batch)))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def meta_gradients(learner: MetaLearner, ep: Episodes,
