@@ -15,6 +15,7 @@ from bench.evaluate import meta_test
 from bench.ops import batch_norm
 from bench.sample_batch import adapt_samples_as_batch
 from regularizers import REGISTRY
+from regularizers.meta_dropout import MetaDropout
 from tests.meta_gradcheck import tiny_episodes, tiny_learner
 
 AS_BATCH = sorted(name for name, cls in REGISTRY.items() if cls.samples_as_batch and cls.draws_noise)
@@ -88,3 +89,29 @@ def test_example_major_noise_is_the_same_draws_transposed():
         assert drawn.keys() == flat.keys() and drawn
         for name, v in drawn.items():
             assert torch.equal(flat[name], v.transpose(1, 2).flatten(1, 2)), name
+
+
+class _LogitNoiseOnly(MetaDropout):
+    """Meta-dropout's noise on the logits only: block 1's hook leaves the conv output as it is, so the backbone
+    expands each example's output to its S samples itself."""
+
+    name = "logit_noise_only_test"
+
+    def on_preactivation(self, block, h_in, f, ctx):
+        return f
+
+
+def test_samples_as_batch_expands_an_untouched_first_block(monkeypatch):
+    learner = tiny_learner("meta_dropout")
+    learner.reg = _LogitNoiseOnly()
+    episodes = tiny_episodes()
+    xs, ys = episodes.x_support, episodes.y_support
+
+    def noise() -> EpisodeNoise:
+        return EpisodeNoise(learner, [0, 1], xs.shape[1], seed=6)
+    vectorized = learner.adapt(xs, ys, 4, first_order=True, noise_fn=noise())
+    as_batch = adapt_samples_as_batch(learner.spec, learner.reg, learner.adapted, learner.meta_only, learner.lrs(),
+                                      xs, learner.one_hot(ys), noise(), 4, learner.config.inner_steps, None)
+    for name in vectorized:
+        torch.testing.assert_close(as_batch[name], vectorized[name], rtol=1e-11, atol=1e-13)
+    assert any((as_batch[n] - learner.adapted[n]).abs().max() > 1e-6 for n in as_batch)
