@@ -123,8 +123,9 @@ class _BatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor, *_) -> tuple[torch.Tensor | None, ...]:
         x, weight, mean, invstd = ctx.saved_tensors
-        return (*_BatchNormBackward.apply(grad, x, weight, mean.detach(), invstd.detach(), ctx.eps,
-                                          list(ctx.needs_input_grad[:3])), None)
+        backward = _BatchNormBackward.apply if torch.is_grad_enabled() else _BatchNormBackward.forward
+        return (*backward(grad, x, weight, mean.detach(), invstd.detach(), ctx.eps,
+                          list(ctx.needs_input_grad[:3])), None)
 
 
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
@@ -217,24 +218,28 @@ def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, 
 _UNIT = [1, 1]           # stride and dilation of every convolution here
 
 
+def _conv_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: list[int],
+                   has_bias: bool, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+    """(dx, dw, db) of a stride-1 convolution by the stock kernel, for the outputs in mask."""
+    bias_sizes = [weight.shape[0]] if has_bias else None
+    return torch.ops.aten.convolution_backward(grad_out, x, weight, bias_sizes, _UNIT, padding, _UNIT, False,
+                                               [0, 0], 1, mask)
+
+
 class _Conv2dBackward(torch.autograd.Function):
     """The convolution's backward, (gO, x, w) -> (dx, dw, db) by the stock kernel, with its derivative from the
     kernels that run fast: the stock double backward takes the weight term, the correlation of the incoming ggx
     with gO, from a forward convolution with batch and channels swapped (a kernel as large as the image, about 3x
-    slower on the CPU than the backward-weights kernel that computes it here)."""
+    slower on the CPU than the backward-weights kernel that computes it here). forward(ctx, ...) style: torch
+    binds a setup_context Function's arguments by inspect.signature on every call (about 8 us)."""
 
     @staticmethod
-    def forward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: list[int], has_bias: bool,
-                mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
-        bias_sizes = [weight.shape[0]] if has_bias else None
-        return torch.ops.aten.convolution_backward(grad_out, x, weight, bias_sizes, _UNIT, padding, _UNIT, False,
-                                                   [0, 0], 1, mask)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        grad_out, x, weight, ctx.padding, _, _ = inputs
+    def forward(ctx, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: list[int],
+                has_bias: bool, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+        ctx.padding = padding
         ctx.save_for_backward(grad_out, x, weight)
         ctx.set_materialize_grads(False)
+        return _conv_backward(grad_out, x, weight, padding, has_bias, mask)
 
     @staticmethod
     def backward(ctx, gg_x: torch.Tensor | None, gg_w: torch.Tensor | None,
@@ -251,30 +256,28 @@ class _Conv2dBackward(torch.autograd.Function):
         mask = [need_x and gg_w is not None, need_w and gg_x is not None, False]
         d_x = d_w = None
         if any(mask):            # d/dx = conv_transpose(gO, ggw), d/dw = correlation(ggx, gO): one backward call
-            d_x, d_w, _ = torch.ops.aten.convolution_backward(
-                grad_out, x if gg_x is None else gg_x, weight if gg_w is None else gg_w, None, _UNIT, ctx.padding,
-                _UNIT, False, [0, 0], 1, mask)
+            d_x, d_w, _ = _conv_backward(grad_out, x if gg_x is None else gg_x, weight if gg_w is None else gg_w,
+                                         ctx.padding, False, mask)
         return d_grad_out, d_x, d_w, None, None, None
 
 
 class _Conv2d(torch.autograd.Function):
-    """F.conv2d(x, weight, bias, padding=padding) with stride 1, backward by _Conv2dBackward."""
+    """F.conv2d(x, weight, bias, padding=padding) with stride 1, backward by _Conv2dBackward (with a graph; without
+    one, the stock kernel directly)."""
 
     @staticmethod
-    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
-        return F.conv2d(x, weight, bias, padding=padding)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        x, weight, bias, padding = inputs
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                padding: int) -> torch.Tensor:
         ctx.padding, ctx.has_bias = [padding, padding], bias is not None
         ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, bias, padding=padding)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        grads = _Conv2dBackward.apply(grad_out, x, weight, ctx.padding, ctx.has_bias, mask)
+        backward = _Conv2dBackward.apply if torch.is_grad_enabled() else _conv_backward
+        grads = backward(grad_out, x, weight, ctx.padding, ctx.has_bias, mask)
         return (*(g if m else None for g, m in zip(grads, mask)), None)
 
 
@@ -283,13 +286,20 @@ def _plain(*tensors: torch.Tensor | None) -> bool:
     return not any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
+FAST_CONV_MIN_POSITIONS = 980    # N * H * W from which _Conv2d's second derivative measured faster (5 x 14 x 14)
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 1,
            fast: bool = True) -> torch.Tensor:
     """F.conv2d with stride 1 on [N, C, H, W] (or [n, m, C, H, W]); fast: on the CPU outside torch.func
-    transforms, by _Conv2d (the same values and derivatives, a cheaper second derivative)."""
+    transforms, by _Conv2d (the same values and derivatives, a cheaper second derivative) where the input has
+    several channels (with one, the term it speeds up does not arise) and at least FAST_CONV_MIN_POSITIONS
+    positions (below it the stock kernels' fixed costs measured lower on the CPU)."""
     if x.dim() == 5:                                      # [n, m, C, H, W]: the first two dims as one batch
         return conv2d(x.flatten(0, 1), weight, bias, padding, fast).unflatten(0, x.shape[:2])
-    if fast and x.device.type == "cpu" and _plain(x, weight, bias):
+    positions = x.shape[0] * x.shape[2] * x.shape[3]
+    if (fast and x.device.type == "cpu" and x.shape[1] > 1 and positions >= FAST_CONV_MIN_POSITIONS
+            and _plain(x, weight, bias)):
         return _Conv2d.apply(x, weight, bias, padding)
     return F.conv2d(x, weight, bias, padding=padding)
 
