@@ -12,6 +12,13 @@ import torch.nn.functional as F
 
 
 SOFTPLUS_THRESHOLD = 20.0     # F.softplus's default: above it, softplus(x) = x and its derivative is 1
+FAST_MIN_POSITIONS = 980      # N * H * W from which the CPU kernels below measured faster than the stock ones
+#                               (5 x 14 x 14; below, the stock kernels' lower fixed costs win)
+
+
+def _large(x: torch.Tensor) -> bool:
+    """Whether an NCHW tensor has at least FAST_MIN_POSITIONS positions per channel."""
+    return x.numel() >= FAST_MIN_POSITIONS * x.shape[1]
 
 
 class _Softplus(torch.autograd.Function):
@@ -84,8 +91,9 @@ class _MaxPool2(torch.autograd.Function):
 
 
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max pool with stride 2, as F.max_pool2d(x, 2): the channels-last forward on the CPU, stock elsewhere."""
-    return _MaxPool2.apply(x)[0] if x.device.type == "cpu" else F.max_pool2d(x, 2)
+    """2x2 max pool with stride 2, as F.max_pool2d(x, 2): the channels-last forward on the CPU for large inputs,
+    stock elsewhere."""
+    return _MaxPool2.apply(x)[0] if x.device.type == "cpu" and _large(x) else F.max_pool2d(x, 2)
 
 
 def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -204,7 +212,7 @@ def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, 
         return y.view(x.shape)
     if outside_vmap or (gamma is None and x.device.type == "cpu"):
         scale = gamma if gamma is not None else torch.ones_like(beta)
-        if fast and x.device.type == "cpu":
+        if fast and x.device.type == "cpu" and _large(x):
             return _BatchNorm.apply(x.contiguous(), scale, beta, eps)[0]
         return F.batch_norm(x, None, None, scale, beta, training=True, eps=eps)
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
@@ -286,20 +294,14 @@ def _plain(*tensors: torch.Tensor | None) -> bool:
     return not any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-FAST_CONV_MIN_POSITIONS = 980    # N * H * W from which _Conv2d's second derivative measured faster (5 x 14 x 14)
-
-
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 1,
            fast: bool = True) -> torch.Tensor:
     """F.conv2d with stride 1 on [N, C, H, W] (or [n, m, C, H, W]); fast: on the CPU outside torch.func
     transforms, by _Conv2d (the same values and derivatives, a cheaper second derivative) where the input has
-    several channels (with one, the term it speeds up does not arise) and at least FAST_CONV_MIN_POSITIONS
-    positions (below it the stock kernels' fixed costs measured lower on the CPU)."""
+    several channels (with one, the term it speeds up does not arise) and is large (_large)."""
     if x.dim() == 5:                                      # [n, m, C, H, W]: the first two dims as one batch
         return conv2d(x.flatten(0, 1), weight, bias, padding, fast).unflatten(0, x.shape[:2])
-    positions = x.shape[0] * x.shape[2] * x.shape[3]
-    if (fast and x.device.type == "cpu" and x.shape[1] > 1 and positions >= FAST_CONV_MIN_POSITIONS
-            and _plain(x, weight, bias)):
+    if fast and x.device.type == "cpu" and x.shape[1] > 1 and _large(x) and _plain(x, weight, bias):
         return _Conv2d.apply(x, weight, bias, padding)
     return F.conv2d(x, weight, bias, padding=padding)
 
@@ -363,5 +365,6 @@ def bn_pool_relu(f: torch.Tensor, beta: torch.Tensor, eps: float, groups: int = 
 
 
 def fused_block_applies(f: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None) -> bool:
-    """Whether bn_pool_relu may run: shift-only batch norm on the CPU, outside torch.func transforms."""
-    return gamma is None and f.device.type == "cpu" and _plain(f, beta)
+    """Whether bn_pool_relu may run: shift-only batch norm on a large input on the CPU, outside torch.func
+    transforms."""
+    return gamma is None and f.device.type == "cpu" and _large(f) and _plain(f, beta)

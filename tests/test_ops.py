@@ -12,6 +12,11 @@ from bench import ops
 from bench.ops import batch_norm, bn_pool_relu, conv2d, max_pool2, softplus
 
 
+@pytest.fixture(autouse=True)
+def fast_kernels_at_every_size(monkeypatch):
+    """These small inputs take the CPU kernels too (in use they start at ops.FAST_MIN_POSITIONS)."""
+    monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)
+
 def _first_and_second(fn, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
     x = x.detach().requires_grad_(True)
     y = fn(x)
@@ -114,10 +119,9 @@ def test_fast_batch_norm_under_vmap_and_grad_equals_the_stock_kernel():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_fast_conv_equals_the_stock_one_with_two_derivatives(monkeypatch):
+def test_fast_conv_equals_the_stock_one_with_two_derivatives():
     """bench.ops.conv2d's double backward (the weight term by the backward-weights kernel) equals the stock
     one's, for every pair of incoming gradients, and passes gradgradcheck (with and without bias)."""
-    monkeypatch.setattr(ops, "FAST_CONV_MIN_POSITIONS", 0)          # these small inputs take the fast path too
     gen = torch.Generator().manual_seed(7)
     for c_in, with_bias in ((3, True), (3, False)):
         x = torch.randn(4, c_in, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -176,3 +180,17 @@ def test_fused_bn_pool_relu_equals_the_separate_ops(size, groups):
     for a, b in zip(fused, derivatives(_separate_bn_pool_relu)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda v, b: bn_pool_relu(v, b, 1e-3, groups), (f, beta))
+
+
+def test_small_inputs_take_the_stock_kernels(monkeypatch):
+    """Below ops.FAST_MIN_POSITIONS positions per channel the stock kernels run (their fixed costs are lower);
+    from it on, the CPU kernels."""
+    monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 100)
+    beta = torch.zeros(4, requires_grad=True)
+    weight = torch.randn(4, 4, 3, 3, requires_grad=True)
+    for n, fast in ((2, False), (4, True)):                       # 2 * 36 < 100 <= 4 * 36 positions
+        x = torch.randn(n, 4, 6, 6, requires_grad=True)
+        names = [type(t.grad_fn).__name__ for t in (conv2d(x, weight, None), batch_norm(x, beta, None, 1e-3, True,
+                                                                                    fast=True), max_pool2(x))]
+        assert all(name.startswith("_") == fast for name in names), (n, names)
+        assert fast == ops.fused_block_applies(x, beta, None)

@@ -21,6 +21,11 @@ from regularizers import noise_convs
 from tests.meta_gradcheck import TINY, meta_gradients, tiny_learner
 
 
+@pytest.fixture(autouse=True)
+def fast_kernels_at_every_size(monkeypatch):
+    """These small inputs take the CPU kernels too (in use they start at ops.FAST_MIN_POSITIONS)."""
+    monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)
+
 def _blank_heavy(shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
     """Mostly-zero binary images with a few strokes, as Omniglot's: conv outputs tie across blank windows."""
     gen = torch.Generator().manual_seed(seed)
@@ -109,11 +114,10 @@ def test_per_task_meta_gradients_equal_the_stock_ops_bit_for_bit_on_blank_images
 
 
 @pytest.mark.parametrize("regularizer", ["none", "meta_dropout"])
-def test_per_task_meta_gradients_with_every_fast_kernel_equal_the_stock_ops(regularizer, monkeypatch):
+def test_per_task_meta_gradients_with_every_fast_kernel_equal_the_stock_ops(regularizer):
     """Fast pool, ReLU order, batch norm, convolution (at every size here) and the fused first-order block against
     stock ops: equal to float64 rounding (the conv biases, cancelled by batch norm, have gradients of pure
     rounding: absolute tolerance)."""
-    monkeypatch.setattr(ops, "FAST_CONV_MIN_POSITIONS", 0)
     episodes = _blank_episodes(torch.float64)
     for execution in ("per_task", "reference"):
         (loss_fast, grads_fast), (loss_stock, grads_stock) = (
