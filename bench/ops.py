@@ -1,10 +1,11 @@
 """Kernels where the CPU profile says the stock ones cost: softplus without log1p (the same function as F.softplus,
 values, first and second derivatives, tests/test_ops.py in float64; on a GPU the stock kernel is used), the 2x2
-max pool by the channels-last kernel (the same values and indices, tests/test_pool_first.py), and the batch norm
+max pool by the channels-last kernel (the same values and indices, tests/test_pool_first.py), the batch norm
 that is exact in each setting (elementary ops under vmap, the stock kernel outside it, per group of samples), on
-the CPU with faster statistics than the stock kernel's and a short double backward (the same function and
-derivatives, tests/test_ops.py), and the 3x3 convolution whose double backward takes the weight term from the
-backward-weights kernel (the same derivatives, tests/test_ops.py)."""
+the CPU with faster statistics than the stock kernel's and a short double backward, the 3x3 convolution whose
+double backward takes the weight term from the backward-weights kernel, and batch norm + pool + ReLU fused for
+first-order backward passes (each the same function and derivatives, tests/test_ops.py). The CPU kernels run
+from FAST_MIN_POSITIONS positions per channel on; below, the stock ones are faster."""
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,7 @@ class _Softplus(torch.autograd.Function):
     """softplus(x) = log(exp(x) + 1), d/dx = sigmoid(x), both linear above F.softplus's threshold as the stock
     kernel is. The stock CPU kernel calls log1p, about 9x slower than log under this machine's AVX-512 dispatch;
     the rewrite avoids it (absolute difference below one float32 ulp of 1; tests/test_ops.py: rtol 1e-12 in
-    float64) in three passes, two of them in place, and a fourth (the threshold) only where some entry exceeds it.
+    float64) in three passes, two of them in place, and the threshold's pass only when the max exceeds it.
     The backward is written in differentiable ops, so second derivatives (the MAML outer gradient) flow through
     it; vmap batches it op by op."""
 
