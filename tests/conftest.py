@@ -40,3 +40,11 @@ def mini_imagenet_root(data_root: Path) -> Path:
     if not (data_root / "mini_imagenet").is_dir():
         pytest.skip(f"miniImageNet not found under {data_root}")
     return data_root
+
+
+@pytest.fixture
+def cpu_kernels_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU kernels of bench/ops.py also for the tests' small inputs (in use they start at
+    ops.FAST_MIN_POSITIONS), so that the gradient checks cover them."""
+    from bench import ops
+    monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)

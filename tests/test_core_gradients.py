@@ -12,6 +12,7 @@ from tests.meta_gradcheck import (TINY, assert_meta_gradients_match_fd, assert_v
 
 CASES = [(alg, reg) for alg in ("maml", "metasgd") for reg in ("none", "meta_dropout")]
 
+pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")  # the CPU kernels checked too
 
 @pytest.mark.parametrize("algorithm,regularizer", CASES)
 def test_vectorized_equals_reference(algorithm, regularizer):

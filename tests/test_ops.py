@@ -12,10 +12,7 @@ from bench import ops
 from bench.ops import batch_norm, bn_pool_relu, conv2d, max_pool2, softplus
 
 
-@pytest.fixture(autouse=True)
-def fast_kernels_at_every_size(monkeypatch):
-    """These small inputs take the CPU kernels too (in use they start at ops.FAST_MIN_POSITIONS)."""
-    monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)
+pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")
 
 def _first_and_second(fn, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
     x = x.detach().requires_grad_(True)

@@ -14,17 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from bench import backbone, ops
+from bench import backbone
 from bench.episodes import Episodes
 from bench.ops import max_pool2
 from regularizers import noise_convs
 from tests.meta_gradcheck import TINY, meta_gradients, tiny_learner
 
 
-@pytest.fixture(autouse=True)
-def fast_kernels_at_every_size(monkeypatch):
-    """These small inputs take the CPU kernels too (in use they start at ops.FAST_MIN_POSITIONS)."""
-    monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)
+pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")
 
 def _blank_heavy(shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
     """Mostly-zero binary images with a few strokes, as Omniglot's: conv outputs tie across blank windows."""

@@ -24,6 +24,7 @@ OWN = {
 METASGD = {"vib": ("alpha/vib.conv1.weight", "alpha/conv2.weight")}
 MC_SAMPLES = ("mixup", "weight_gaussian")
 
+pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")  # the CPU kernels checked too
 
 @pytest.mark.parametrize("regularizer", sorted(OWN))
 def test_vectorized_equals_reference(regularizer):

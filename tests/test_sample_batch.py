@@ -20,6 +20,7 @@ from tests.meta_gradcheck import tiny_episodes, tiny_learner
 
 AS_BATCH = sorted(name for name, cls in REGISTRY.items() if cls.samples_as_batch and cls.draws_noise)
 HYPER = {"independent_gaussian": {"noise_shape": "channel"}}
+pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")  # the CPU kernels checked too
 
 
 def test_the_regularizers_that_allow_it():
