@@ -97,12 +97,17 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     return _MaxPool2.apply(x)[0] if x.device.type == "cpu" and _large(x) else F.max_pool2d(x, 2)
 
 
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over all dims but dim 1 of an NCHW tensor, by contiguous rows."""
+    return t.flatten(2).sum(2).sum(0)
+
+
 def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean, x - mean, 1 / sqrt(biased var + eps)) per channel of an NCHW tensor, by contiguous row reductions
     (the variance in two passes)."""
     c = x.shape[1]
     count = x.numel() // c
-    mean = x.flatten(2).sum(2).sum(0) / count
+    mean = _channel_sum(x) / count
     centered = x - mean.view(c, 1, 1)
     var = torch.linalg.vector_norm(centered.flatten(2), dim=2).square().sum(0) / count
     return mean, centered, (var + eps).rsqrt()
@@ -111,8 +116,8 @@ def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor
 class _BatchNorm(torch.autograd.Function):
     """Training-mode F.batch_norm(x, None, None, weight, beta, eps) on the CPU: the statistics by reductions over
     contiguous rows (the stock kernel's statistics pass is about 3x slower here), the backward by the stock backward
-    kernel given those statistics, whose own derivative gives the double backward (tests/test_ops.py: values, first
-    and second derivatives equal the stock ones in float64, also under vmap)."""
+    kernel given those statistics, its derivative by _BatchNormBackward (tests/test_ops.py: values, first and second
+    derivatives equal the stock ones in float64, also under vmap)."""
 
     generate_vmap_rule = True
 
@@ -135,11 +140,6 @@ class _BatchNorm(torch.autograd.Function):
         backward = _BatchNormBackward.apply if torch.is_grad_enabled() else _BatchNormBackward.forward
         return (*backward(grad, x, weight, mean.detach(), invstd.detach(), ctx.eps,
                           list(ctx.needs_input_grad[:3])), None)
-
-
-def _channel_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over all dims but dim 1 of an NCHW tensor, by contiguous rows."""
-    return t.flatten(2).sum(2).sum(0)
 
 
 class _BatchNormBackward(torch.autograd.Function):
@@ -257,8 +257,8 @@ class _Conv2dBackward(torch.autograd.Function):
         need_grad_out, need_x, need_w = ctx.needs_input_grad[:3]
         d_grad_out = None
         if need_grad_out:        # dx, dw and db are linear in gO: conv(ggx, w) + conv(x, ggw) + ggb
-            terms = [F.conv2d(a, b, None, padding=ctx.padding) for a, b in ((gg_x, weight), (x, gg_w)) if a is not None
-                     and b is not None]
+            pairs = ((gg_x, weight), (x, gg_w))
+            terms = [F.conv2d(a, b, None, padding=ctx.padding) for a, b in pairs if a is not None and b is not None]
             if gg_b is not None:
                 terms.append(gg_b.view(-1, 1, 1).expand_as(grad_out))
             d_grad_out = sum(terms[1:], terms[0]) if terms else None
@@ -331,7 +331,7 @@ class _BatchNormPoolReLU(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, beta, out, mean, invstd, indices, pooled_centered = ctx.saved_tensors
         if torch.is_grad_enabled():                       # create_graph: through the differentiable separate ops
-            return (*separate_bn_pool_relu_grads(x, beta, ctx.eps, grad, ctx.needs_input_grad[:2]), None)
+            return (*_separate_bn_pool_relu_grads(x, beta, ctx.eps, grad, ctx.needs_input_grad[:2]), None)
         c = x.shape[1]
         per_channel = (c, 1, 1)
         count = x.numel() // c
@@ -345,7 +345,7 @@ class _BatchNormPoolReLU(torch.autograd.Function):
         return d_x, g_sum if ctx.needs_input_grad[1] else None, None
 
 
-def separate_bn_pool_relu_grads(x: torch.Tensor, beta: torch.Tensor, eps: float, grad: torch.Tensor,
+def _separate_bn_pool_relu_grads(x: torch.Tensor, beta: torch.Tensor, eps: float, grad: torch.Tensor,
                                 needed: tuple[bool, ...]) -> tuple[torch.Tensor | None, ...]:
     """Gradients of relu(max_pool2(batch_norm(x, beta))) for x and beta (those needed) through the separate ops,
     with a graph."""

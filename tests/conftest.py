@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import ops
 from bench.paths import DATA_ROOT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,5 +47,4 @@ def mini_imagenet_root(data_root: Path) -> Path:
 def cpu_kernels_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CPU kernels of bench/ops.py also for the tests' small inputs (in use they start at
     ops.FAST_MIN_POSITIONS), so that the gradient checks cover them."""
-    from bench import ops
     monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)
