@@ -171,31 +171,37 @@ class _BatchNormBackward(torch.autograd.Function):
         count = x.numel() // x.shape[1]
         c = x - mean.view(per_channel)
         g_mean = _channel_sum(g) / count
-        a = _channel_sum(g * c) / count                                   # A = mean(g c)
+        a = _channel_dot(g, c) / count                                    # A = mean(g c)
         s3 = s ** 3
         zero = torch.zeros_like(s)
         gg_mean = b = d = zero                                            # G = mean(ggx), B, D: none without ggx
         if gg_x is not None:
             gg_mean = _channel_sum(gg_x) / count
-            b = _channel_sum(gg_x * c) / count                            # B = mean(ggx c)
-            d = _channel_sum(gg_x * g) / count - gg_mean * g_mean         # D = mean(ggx (g - mean g))
+            b = _channel_dot(gg_x, c) / count                             # B = mean(ggx c)
+            d = _channel_dot(gg_x, g) / count - gg_mean * g_mean          # D = mean(ggx (g - mean g))
         has_gg_w, gg_w = gg_w is not None, zero if gg_w is None else gg_w
+        gg_b = zero if gg_b is None else gg_b
+        alpha = gg_w * s - w * s3 * b                                     # ggw s - w s^3 B
         d_grad = d_x = d_w = None
-        if need_grad:            # d/dg: w s (ggx - G) + (ggw s - w s^3 B) c + ggb
-            d_grad = c * (gg_w * s - w * s3 * b).view(per_channel)
+        if need_grad:            # d/dg: w s (ggx - G) + (ggw s - w s^3 B) c + ggb, one pass per full-size term
+            d_grad = torch.addcmul((gg_b - gg_mean * w * s).view(per_channel), c, alpha.view(per_channel))
             if gg_x is not None:
-                d_grad = d_grad + (gg_x - gg_mean.view(per_channel)) * (w * s).view(per_channel)
-            if gg_b is not None:
-                d_grad = d_grad + gg_b.view(per_channel)
+                d_grad.addcmul_(gg_x, (w * s).view(per_channel))
         if need_x and (gg_x is not None or has_gg_w):
             # d/dx: (w (3 s^5 A B - s^3 D) - ggw s^3 A) c + (ggw s - w s^3 B) (g - mean g) - w s^3 A (ggx - G)
-            d_x = (c * (w * (3 * s3 * s * s * a * b - s3 * d) - gg_w * s3 * a).view(per_channel)
-                   + (g - g_mean.view(per_channel)) * (gg_w * s - w * s3 * b).view(per_channel))
+            p = w * (3 * s3 * s * s * a * b - s3 * d) - gg_w * s3 * a
+            d_x = torch.addcmul((w * s3 * a * gg_mean - alpha * g_mean).view(per_channel), c, p.view(per_channel))
+            d_x.addcmul_(g, alpha.view(per_channel))
             if gg_x is not None:
-                d_x = d_x - (gg_x - gg_mean.view(per_channel)) * (w * s3 * a).view(per_channel)
+                d_x.addcmul_(gg_x, (-w * s3 * a).view(per_channel))
         if need_w and gg_x is not None:                                   # d/dw: M (s D - s^3 A B)
             d_w = count * (s * d - s3 * a * b)
         return d_grad, d_x, d_w, None, None, None, None
+
+
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b) over all dims but dim 1 of two NCHW tensors, by row dot products (no full-size temporary)."""
+    return torch.linalg.vecdot(a.flatten(2), b.flatten(2)).sum(0)
 
 
 def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float,
@@ -298,11 +304,12 @@ def _plain(*tensors: torch.Tensor | None) -> bool:
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 1,
            fast: bool = True) -> torch.Tensor:
     """F.conv2d with stride 1 on [N, C, H, W] (or [n, m, C, H, W]); fast: on the CPU outside torch.func
-    transforms, by _Conv2d (the same values and derivatives, a cheaper second derivative) where the input has
-    several channels (with one, the term it speeds up does not arise) and is large (_large)."""
+    transforms, by _Conv2d (the same values and derivatives, a cheaper second derivative) where the input is large
+    (_large). Its double backward computes only the terms whose inputs need them: the stock one also runs a
+    transposed convolution for the gradient of an input image that needs none (block 1)."""
     if x.dim() == 5:                                      # [n, m, C, H, W]: the first two dims as one batch
         return conv2d(x.flatten(0, 1), weight, bias, padding, fast).unflatten(0, x.shape[:2])
-    if fast and x.device.type == "cpu" and x.shape[1] > 1 and _large(x) and _plain(x, weight, bias):
+    if fast and x.device.type == "cpu" and _large(x) and _plain(x, weight, bias):
         return _Conv2d.apply(x, weight, bias, padding)
     return F.conv2d(x, weight, bias, padding=padding)
 

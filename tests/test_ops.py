@@ -118,13 +118,14 @@ def test_fast_batch_norm_under_vmap_and_grad_equals_the_stock_kernel():
 
 def test_fast_conv_equals_the_stock_one_with_two_derivatives():
     """bench.ops.conv2d's double backward (the weight term by the backward-weights kernel) equals the stock
-    one's, for every pair of incoming gradients, and passes gradgradcheck (with and without bias)."""
+    one's, for every pair of incoming gradients, and passes gradgradcheck (with and without bias, and for a
+    one-channel input that needs no gradient: block 1 on images)."""
     gen = torch.Generator().manual_seed(7)
-    for c_in, with_bias in ((3, True), (3, False)):
-        x = torch.randn(4, c_in, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    for c_in, with_bias, input_grad in ((3, True, True), (3, False, True), (1, True, False)):
+        x = torch.randn(4, c_in, 6, 6, generator=gen, dtype=torch.float64, requires_grad=input_grad)
         weight = torch.randn(5, c_in, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
         bias = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True) if with_bias else None
-        inputs = (x, weight, bias) if with_bias else (x, weight)
+        inputs = tuple(t for t in (x, weight, bias) if t is not None and t.requires_grad)
         w = torch.randn(4, 5, 6, 6, generator=gen, dtype=torch.float64)
 
         def derivatives(conv) -> tuple[torch.Tensor, ...]:
@@ -135,7 +136,11 @@ def test_fast_conv_equals_the_stock_one_with_two_derivatives():
         stock = derivatives(lambda *a: F.conv2d(*a, padding=1))
         for a, b in zip(fast, stock):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-        assert torch.autograd.gradgradcheck(lambda *a: conv2d(*a) if with_bias else conv2d(*a, None), inputs)
+
+        def conv_of(*free: torch.Tensor) -> torch.Tensor:          # the inputs with gradients replaced by free
+            values = iter(free)
+            return conv2d(*(next(values) if t is not None and t.requires_grad else t for t in (x, weight, bias)))
+        assert torch.autograd.gradgradcheck(conv_of, inputs)
 
 
 def test_fast_conv_runs_the_stock_op_under_torch_func():
