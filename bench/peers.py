@@ -12,6 +12,7 @@ Install the peers with `pip install -e ".[peers]"` (learn2learn: see the README)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -34,6 +35,7 @@ from bench.meta_gradient import meta_gradients
 from bench.peer_models import PEERS, PeerConv4, PeerStep
 from bench.protocol import load_protocol
 from bench.report_cli import write_report
+from bench.task_processes import TaskProcessPool, pool_size
 from bench.timing import PeakMemory
 from bench.train import make_optimizer, outer_step
 
@@ -90,15 +92,24 @@ def draw_noise(exp: Experiment, episodes: Episodes, generator: torch.Generator) 
             if learner.reg.draws_noise else {} for _ in range(learner.config.inner_steps)]
 
 
-def steps(exp: Experiment, peers: list[str]) -> dict[str, Callable[[Episodes], Any]]:
-    """Each implementation's full step from the same initial state; peers draw fresh noise every step."""
+def steps(exp: Experiment, peers: list[str],
+          pool: TaskProcessPool | None = None) -> dict[str, Callable[[Episodes], Any]]:
+    """Each implementation's full step from the same initial state; peers draw fresh noise every step; the
+    suite's tasks on the pool's processes where given (as meta_train runs them with several threads)."""
     learner, meta_lr = exp.learner, exp.protocol.meta_lr
     suite_opt = make_optimizer(learner, meta_lr)
-    out: dict[str, Callable[[Episodes], Any]] = {SUITE: lambda ep: outer_step(learner, suite_opt, ep)}
+    out: dict[str, Callable[[Episodes], Any]] = {SUITE: lambda ep: outer_step(learner, suite_opt, ep,
+                                                                              processes=pool)}
     for name in peers:
         peer, generator = PeerStep(name, learner, meta_lr), torch.Generator().manual_seed(1)
         out[name] = lambda ep, peer=peer, generator=generator: peer(ep, draw_noise(exp, ep, generator))
     return out
+
+
+def suite_pool(exp: Experiment) -> contextlib.AbstractContextManager[TaskProcessPool | None]:
+    """The task-process pool meta_train would use for this experiment at the current thread count (or None)."""
+    processes = pool_size(exp.learner, exp.protocol.meta_batch)
+    return TaskProcessPool(exp.learner, processes) if processes > 1 else contextlib.nullcontext()
 
 
 def gradient_check(exp: Experiment, episodes: Episodes, peers: list[str]) -> dict[str, float]:
@@ -109,7 +120,8 @@ def gradient_check(exp: Experiment, episodes: Episodes, peers: list[str]) -> dic
     largest entry of the whole meta-gradient instead of its own rounding noise."""
     learner = exp.learner
     state = learner.noise_generator.get_state()
-    _, _, grads = meta_gradients(learner, episodes)
+    with suite_pool(exp) as pool:
+        _, _, grads = meta_gradients(learner, episodes, processes=pool)
     suite = dict(zip(learner.named_parameters(), grads))
     learner.noise_generator.set_state(state)
     noise = draw_noise(exp, episodes, learner.noise_generator)
@@ -142,10 +154,11 @@ def time_interleaved(fns: dict[str, Callable[[Episodes], Any]], episodes: Episod
 def memory_probe(config: str, regularizer: str, implementation: str) -> int:
     """Peak-RSS growth of two steps of one implementation above its set-up baseline (run in a fresh process)."""
     exp, episodes = setup(config, regularizer)
-    fn = steps(exp, [] if implementation == SUITE else [implementation])[implementation]
-    with PeakMemory(torch.device("cpu")) as peak:
-        fn(episodes)
-        fn(episodes)
+    with suite_pool(exp) if implementation == SUITE else contextlib.nullcontext() as pool:
+        fn = steps(exp, [] if implementation == SUITE else [implementation], pool)[implementation]
+        with PeakMemory(torch.device("cpu"), tuple(pool.pids) if pool else ()) as peak:
+            fn(episodes)
+            fn(episodes)
     return peak.bytes
 
 
@@ -228,9 +241,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             exp, episodes = setup(config, regularizer)
             row = {"config": config, "regularizer": regularizer, "threads": torch.get_num_threads(),
                    "execution": exp.learner.config.execution,
-                   "gradient_rel_diff": gradient_check(*setup(config, regularizer, dtype=torch.float64), peers),
-                   "times": time_interleaved(steps(exp, peers), episodes, args.reps),
-                   "load_average": [load_before, os.getloadavg()[0]]}
+                   "task_processes": pool_size(exp.learner, exp.protocol.meta_batch),
+                   "gradient_rel_diff": gradient_check(*setup(config, regularizer, dtype=torch.float64), peers)}
+            with suite_pool(exp) as pool:
+                row["times"] = time_interleaved(steps(exp, peers, pool), episodes, args.reps)
+            row["load_average"] = [load_before, os.getloadavg()[0]]
             fastest = min(peers, key=lambda n: row["times"][n]["ms_median"]) if peers else None
             row["fastest_peer"] = fastest
             row["speedup_vs_fastest_peer"] = (row["times"][fastest]["ms_median"] / row["times"][SUITE]["ms_median"]
@@ -254,7 +269,9 @@ def render(report: dict[str, Any]) -> str:
     table = []
     for r in report["rows"]:
         mem = r.get("peak_bytes", {})
-        table.append([f"{r['config']} ({r['threads']} thr)", r["regularizer"],
+        processes = r.get("task_processes", 1)
+        table.append([f"{r['config']} ({r['threads']} thr" + (f", suite {processes} proc)" if processes > 1 else ")"),
+                      r["regularizer"],
                       *(f"{r['times'][n]['ms_median']:.0f}" for n in impls),
                       "-" if r["speedup_vs_fastest_peer"] is None else f"{r['speedup_vs_fastest_peer']:.2f}x",
                       " / ".join(f"{mem[n] / 2**30:.2f}" if isinstance(mem.get(n), int) else "-" for n in impls),

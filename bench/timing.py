@@ -2,11 +2,12 @@
 float32 precision settings (TF32)."""
 from __future__ import annotations
 
+import contextlib
 import resource
 import statistics
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -35,39 +36,56 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, iters
             "warmup": warmup}
 
 
-def _rss_bytes() -> int:
-    """The process's resident set size now (Linux /proc; 0 elsewhere)."""
+@contextlib.contextmanager
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return 0
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _rss_bytes(pids: tuple[int, ...] = ()) -> int:
+    """The resident set size now of this process plus the processes `pids` (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for pid in ("self", *pids):
+        try:
+            with open(f"/proc/{pid}/statm") as statm:
+                total += int(statm.read().split()[1]) * resource.getpagesize()
+        except OSError:
+            pass
+    return total
 
 
 class _RssSampler(threading.Thread):
-    """Polls the resident set size every `interval` seconds until stopped; keeps the largest value."""
+    """Polls the resident set size (of this process and `pids`) every `interval` seconds until stopped; keeps
+    the largest value."""
 
-    def __init__(self, interval: float = 0.002):
+    def __init__(self, pids: tuple[int, ...] = (), interval: float = 0.002):
         super().__init__(daemon=True)
-        self.interval, self.peak, self._stop_event = interval, _rss_bytes(), threading.Event()
+        self.pids, self.interval, self._stop_event = pids, interval, threading.Event()
+        self.peak = _rss_bytes(pids)
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
-            self.peak = max(self.peak, _rss_bytes())
+            self.peak = max(self.peak, _rss_bytes(self.pids))
 
     def stop(self) -> int:
         """Stop polling; the largest resident set size seen (one last reading included)."""
         self._stop_event.set()
         self.join()
-        return max(self.peak, _rss_bytes())
+        return max(self.peak, _rss_bytes(self.pids))
 
 
 class PeakMemory:
     """Peak memory of a block: torch.cuda.max_memory_allocated on CUDA (reset on entry); on CPU the largest
-    resident set size seen during the block (polled every 2 ms) above the one at entry."""
+    resident set size seen during the block (polled every 2 ms) above the one at entry, of this process plus the
+    processes `pids` (task processes) together."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.bytes, self._base = device, 0, 0
+    def __init__(self, device: torch.device, pids: tuple[int, ...] = ()):
+        self.device, self.pids, self.bytes, self._base = device, pids, 0, 0
         self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "cpu peak RSS above entry (polled)"
         self._sampler: _RssSampler | None = None
 
@@ -76,8 +94,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self._base = _rss_bytes()
-            self._sampler = _RssSampler()
+            self._base = _rss_bytes(self.pids)
+            self._sampler = _RssSampler(self.pids)
             self._sampler.start()
         return self
 

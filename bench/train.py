@@ -1,6 +1,7 @@
 """Meta-training (Algorithm 1): outer Adam with elementwise clipping, progress bar, resumable checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from functools import partial
@@ -16,7 +17,8 @@ from bench.episodes import EpisodeSampler, Episodes
 from bench.failures import NonFinite
 from bench.learner import MetaLearner
 from bench.meta_gradient import clip, meta_gradients
-from bench.timing import precision_settings
+from bench.task_processes import TaskProcessPool, pool_size
+from bench.timing import intra_op_threads, precision_settings
 
 
 # cuDNN autotuning off: it changed no step time (H100: 68.2 vs 68.3 ms, Omniglot 20-way 1-shot, bench/speed.py) and
@@ -37,11 +39,12 @@ def make_optimizer(learner: MetaLearner, meta_lr: float, capturable: bool = Fals
 
 
 def outer_step(learner: MetaLearner, optimizer: torch.optim.Optimizer, episodes: Episodes,
-               execution: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               execution: str | None = None,
+               processes: TaskProcessPool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One meta-update on a meta-batch; returns (loss, mean query accuracy) as tensors. The clipped gradients
     are written into existing .grad buffers (fixed addresses for a CUDA graph); execution=None follows the
-    learner's config."""
-    loss, accuracy, grads = meta_gradients(learner, episodes, execution)
+    learner's config; processes: the per-task path's pool (bench/task_processes.py)."""
+    loss, accuracy, grads = meta_gradients(learner, episodes, execution, processes)
     for p, g in zip(learner.parameters(), clip(grads)):
         if p.grad is None:
             p.grad = g
@@ -116,7 +119,24 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
             torch.set_rng_state(state["torch_rng"])
             start, spent = state["iteration"], state["seconds"]
             curve = RunningCurve(log_every, state["curve"], state["block"])
-    step: Callable[[Episodes], tuple[torch.Tensor, torch.Tensor]] = partial(outer_step, learner, optimizer)
+    processes = 1 if graphed else pool_size(learner, meta_batch)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(TaskProcessPool(learner, processes)) if processes > 1 else None
+        if pool is not None:                 # this process runs its share at one thread, as each worker does
+            stack.enter_context(intra_op_threads(1))
+        step = partial(outer_step, learner, optimizer, processes=pool)
+        summary = _train_loop(learner, optimizer, sampler, step, (start, iterations, meta_batch), curve, spent,
+                              checkpoint_path, (checkpoint_every, log_every), progress, on_iteration, graphed)
+    return {**summary, "task_processes": processes}
+
+
+def _train_loop(learner: MetaLearner, optimizer: torch.optim.Optimizer, sampler: EpisodeSampler,
+                step: Callable[[Episodes], tuple[torch.Tensor, torch.Tensor]], span: tuple[int, int, int],
+                curve: RunningCurve, spent: float, checkpoint_path: Path | None, every: tuple[int, int],
+                progress: bool, on_iteration: Callable[[int], None] | None, graphed: bool) -> dict:
+    """meta_train's iterations from span = (start, iterations, meta_batch); every = (checkpoint_every,
+    log_every)."""
+    (start, iterations, meta_batch), (checkpoint_every, log_every) = span, every
     began = time.perf_counter()
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc="meta-train", dynamic_ncols=True, leave=False)

@@ -1,0 +1,197 @@
+"""The per-task path on several CPU processes, one intra-op thread each: the meta-batch's tasks are split into
+contiguous shares, this process computes the first and the workers the others, and the per-task gradients are
+summed here in task order. Each task is the same computation as on the one-process path at one thread, so the
+meta-gradient is bit for bit the same (tests/test_task_processes.py). A 5-way task's ops run on five-image
+tensors, where a second intra-op thread gains little (fixed per-op costs) while a second process doubles the
+throughput (measured: bench/peers.py). Worker processes are spawned (no fork of a threaded parent) and exit with
+this one: `python -m bench.task_processes` (not multiprocessing, which would re-run the caller's main script),
+talking over its standard input and output; parameters and episodes travel as pickled arrays each step (about
+1 MB)."""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import traceback
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from bench.allocator import retain_freed_memory
+from bench.episodes import Episodes
+from bench.inner_loop import task_noises
+from bench.learner import MetaLearner
+from bench.meta_gradient import TaskLearner, draw_task_noises, sum_task_results, task_meta_gradient
+from bench.timing import intra_op_threads
+
+TaskResult = tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))       # the repository (bench's parent)
+
+
+def _pack(value: Any) -> Any:
+    """Tensors (detached, CPU) as numpy arrays, recursively through lists, tuples and dicts."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _pack(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_pack(v) for v in value)
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    """The inverse of _pack."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        return {k: _unpack(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unpack(v) for v in value)
+    return value
+
+
+def _send(stream: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(_pack(message), protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("<Q", len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError("the other process closed the pipe")
+    (size,) = struct.unpack("<Q", header)
+    return _unpack(pickle.loads(stream.read(size)))
+
+
+def _task_inputs(learner: MetaLearner, ep: Episodes) -> list[tuple]:
+    """Each task's (x_support, one-hot targets, its noise of every inner step, x_query, y_query)."""
+    noises, targets = draw_task_noises(learner, ep), learner.one_hot(ep.y_support)
+    return [(ep.x_support[b], targets[b], task_noises(noises, b), ep.x_query[b], ep.y_query[b])
+            for b in range(ep.x_support.shape[0])]
+
+
+def _worker(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
+    """A worker's loop: first its TaskLearner, then (parameter values, tasks, meta-batch size) in and each task's
+    result out; None (or the parent's exit) stops it."""
+    retain_freed_memory()                                  # as in the parent (bench/allocator.py)
+    torch.set_num_threads(1)
+    parts: TaskLearner = _receive(incoming)
+    for p in parts.parameters:
+        p.requires_grad_(True)
+    _send(outgoing, "ready")
+    while True:
+        try:
+            message = _receive(incoming)
+        except EOFError:
+            return
+        if message is None:
+            return
+        values, tasks, batch = message
+        try:
+            with torch.no_grad():
+                for p, v in zip(parts.parameters, values):
+                    p.copy_(v)
+            _send(outgoing, ("ok", [task_meta_gradient(parts, *task, batch) for task in tasks]))
+        except Exception:                                   # the parent raises it with this traceback
+            _send(outgoing, ("error", traceback.format_exc()))
+
+
+def _worker_parts(learner: MetaLearner) -> TaskLearner:
+    """A TaskLearner with the learner's structure on its own tensors (their values arrive each step)."""
+    parts = TaskLearner.of(learner)
+    clones = {id(p): p.detach().clone() for p in parts.parameters}
+    lrs = parts.lrs if isinstance(parts.lrs, float) else {n: clones[id(v)] for n, v in parts.lrs.items()}
+    return TaskLearner(parts.spec, parts.query_spec, parts.reg, {n: clones[id(v)] for n, v in parts.adapted.items()},
+                       {n: clones[id(v)] for n, v in parts.meta_only.items()}, lrs,
+                       [clones[id(p)] for p in parts.parameters], parts.first_order)
+
+
+def pool_size(learner: MetaLearner, meta_batch: int) -> int:
+    """Processes for a CPU run of the per-task path: one per intra-op thread it was given (torch's setting),
+    at most one per task; 1 (no pool) on a GPU, for another path, or with one thread."""
+    if learner.device.type != "cpu" or learner.config.execution != "per_task":
+        return 1
+    return max(1, min(torch.get_num_threads(), meta_batch))
+
+
+class TaskProcessPool:
+    """`processes` processes for the per-task path (this one and processes - 1 spawned workers), one intra-op
+    thread each while a meta-batch runs; close() (or the with-block's end) stops the workers."""
+
+    def __init__(self, learner: MetaLearner, processes: int):
+        if processes < 2:
+            raise ValueError(f"a task-process pool needs at least 2 processes, not {processes}")
+        self.processes = processes
+        parts = _worker_parts(learner)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+        self._workers = [subprocess.Popen([sys.executable, "-m", "bench.task_processes"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, env=env) for _ in range(processes - 1)]
+        for worker in self._workers:
+            _send(worker.stdin, parts)
+        for worker in self._workers:                        # started (imports done) before the first step
+            self._result(worker)
+
+    def _result(self, worker: subprocess.Popen) -> Any:
+        """The worker's next message; a RuntimeError with its traceback if it failed or exited."""
+        try:
+            message = _receive(worker.stdout)
+        except EOFError:
+            message = ("error", f"exit code {worker.wait()} (its messages are above)")
+        if isinstance(message, tuple) and message[0] == "error":
+            self.close()
+            raise RuntimeError(f"a task process failed:\n{message[1]}")
+        return message
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids (for memory accounting)."""
+        return [w.pid for w in self._workers]
+
+    def meta_gradients(self, learner: MetaLearner, ep: Episodes) -> TaskResult:
+        """The per-task path's (mean loss, accuracy per task, summed gradients), the tasks spread over the
+        processes in contiguous shares; the same numbers as that path at one thread."""
+        tasks = _task_inputs(learner, ep)
+        batch = len(tasks)
+        shares = np.array_split(np.arange(batch), min(self.processes, batch))
+        values = [p.detach() for p in learner.parameters()]
+        for worker, share in zip(self._workers, shares[1:]):
+            _send(worker.stdin, (values, [tasks[b] for b in share], batch))
+        with intra_op_threads(1):
+            parts = TaskLearner.of(learner)
+            results = [task_meta_gradient(parts, *tasks[b], batch) for b in shares[0]]
+        for worker, _ in zip(list(self._workers), shares[1:]):
+            results.extend(self._result(worker)[1])
+        return sum_task_results(results)
+
+    def close(self) -> None:
+        """Stop the workers (waits a few seconds, then terminates any still running)."""
+        for worker in self._workers:
+            try:
+                _send(worker.stdin, None)
+                worker.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+        for worker in self._workers:
+            try:
+                worker.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            worker.stdout.close()
+        self._workers = []
+
+    def __enter__(self) -> TaskProcessPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":                                 # a worker: messages on fd 0 and the original fd 1
+    _messages_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                                          # prints (warnings of imports) go to standard error
+    _worker(sys.stdin.buffer, _messages_out)
