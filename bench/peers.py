@@ -43,6 +43,7 @@ from bench.train import make_optimizer, outer_step
 CONFIGS = {"omniglot_5w1s_B4": ({"ways": 5, "meta_batch": 4}, 2), "omniglot_20w1s_B8": ({}, 1)}
 REGULARIZERS = ("none", "meta_dropout")
 SUITE = "suite"
+SUITE_ONE_PROCESS = "suite, one process"     # where the suite runs on task processes: its intra-op-thread step too
 TEST_CONFIG = ({"ways": 5, "meta_batch": 4, "mc_test": 30}, 1)       # meta-test: 5-way 1-shot, S = 30, 1 thread
 SYNTHETIC_NOISE = 200.0          # pixel noise of the random episodes: hard enough that accuracies differ
 
@@ -92,14 +93,18 @@ def draw_noise(exp: Experiment, episodes: Episodes, generator: torch.Generator) 
             if learner.reg.draws_noise else {} for _ in range(learner.config.inner_steps)]
 
 
-def steps(exp: Experiment, peers: list[str],
-          pool: TaskProcessPool | None = None) -> dict[str, Callable[[Episodes], Any]]:
+def steps(exp: Experiment, peers: list[str], pool: TaskProcessPool | None = None,
+          one_process: Experiment | None = None) -> dict[str, Callable[[Episodes], Any]]:
     """Each implementation's full step from the same initial state; peers draw fresh noise every step; the
-    suite's tasks on the pool's processes where given (as meta_train runs them with several threads)."""
+    suite's tasks on the pool's processes where given (as meta_train runs them with several threads), and then
+    also the suite's step in one process on the intra-op threads (one_process: an identical experiment)."""
     learner, meta_lr = exp.learner, exp.protocol.meta_lr
     suite_opt = make_optimizer(learner, meta_lr)
     out: dict[str, Callable[[Episodes], Any]] = {SUITE: lambda ep: outer_step(learner, suite_opt, ep,
                                                                               processes=pool)}
+    if one_process is not None:
+        one_opt = make_optimizer(one_process.learner, meta_lr)
+        out[SUITE_ONE_PROCESS] = lambda ep: outer_step(one_process.learner, one_opt, ep)
     for name in peers:
         peer, generator = PeerStep(name, learner, meta_lr), torch.Generator().manual_seed(1)
         out[name] = lambda ep, peer=peer, generator=generator: peer(ep, draw_noise(exp, ep, generator))
@@ -154,8 +159,9 @@ def time_interleaved(fns: dict[str, Callable[[Episodes], Any]], episodes: Episod
 def memory_probe(config: str, regularizer: str, implementation: str) -> int:
     """Peak-RSS growth of two steps of one implementation above its set-up baseline (run in a fresh process)."""
     exp, episodes = setup(config, regularizer)
+    suite = implementation in (SUITE, SUITE_ONE_PROCESS)
     with suite_pool(exp) if implementation == SUITE else contextlib.nullcontext() as pool:
-        fn = steps(exp, [] if implementation == SUITE else [implementation], pool)[implementation]
+        fn = steps(exp, [] if suite else [implementation], pool)[SUITE if suite else implementation]
         with PeakMemory(torch.device("cpu"), tuple(pool.pids) if pool else ()) as peak:
             fn(episodes)
             fn(episodes)
@@ -243,15 +249,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "execution": exp.learner.config.execution,
                    "task_processes": pool_size(exp.learner, exp.protocol.meta_batch),
                    "gradient_rel_diff": gradient_check(*setup(config, regularizer, dtype=torch.float64), peers)}
+            one_process = setup(config, regularizer)[0] if row["task_processes"] > 1 else None
             with suite_pool(exp) as pool:
-                row["times"] = time_interleaved(steps(exp, peers, pool), episodes, args.reps)
+                row["times"] = time_interleaved(steps(exp, peers, pool, one_process), episodes, args.reps)
             row["load_average"] = [load_before, os.getloadavg()[0]]
             fastest = min(peers, key=lambda n: row["times"][n]["ms_median"]) if peers else None
             row["fastest_peer"] = fastest
             row["speedup_vs_fastest_peer"] = (row["times"][fastest]["ms_median"] / row["times"][SUITE]["ms_median"]
                                               if fastest else None)
             if not args.no_memory:
-                row["peak_bytes"] = measure_memory(config, regularizer, [SUITE, *peers])
+                row["peak_bytes"] = measure_memory(config, regularizer, list(row["times"]))
             report["rows"].append(row)
             write_report(report, args.out)
             print(f"{config} {regularizer}: " + ", ".join(f"{n} {t['ms_median']:.0f} ms"
@@ -265,14 +272,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     """The step table (ms, ratio to the fastest peer, memory, gradient agreement) and the meta-test line."""
-    impls = [SUITE, *report["peers"]]
+    impls = [SUITE, *([SUITE_ONE_PROCESS] * any(SUITE_ONE_PROCESS in r["times"] for r in report["rows"])),
+             *report["peers"]]
     table = []
     for r in report["rows"]:
         mem = r.get("peak_bytes", {})
         processes = r.get("task_processes", 1)
         table.append([f"{r['config']} ({r['threads']} thr" + (f", suite {processes} proc)" if processes > 1 else ")"),
                       r["regularizer"],
-                      *(f"{r['times'][n]['ms_median']:.0f}" for n in impls),
+                      *(f"{r['times'][n]['ms_median']:.0f}" if n in r["times"] else "-" for n in impls),
                       "-" if r["speedup_vs_fastest_peer"] is None else f"{r['speedup_vs_fastest_peer']:.2f}x",
                       " / ".join(f"{mem[n] / 2**30:.2f}" if isinstance(mem.get(n), int) else "-" for n in impls),
                       max(r["gradient_rel_diff"].values(), default=0.0), f"{r['load_average'][1]:.1f}"])
