@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -192,6 +193,7 @@ class TaskProcessPool:
 
 
 if __name__ == "__main__":                                 # a worker: messages on fd 0 and the original fd 1
+    signal.signal(signal.SIGINT, signal.SIG_IGN)           # Ctrl-C stops the parent, which then stops us
     _messages_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)                                          # prints (warnings of imports) go to standard error
     _worker(sys.stdin.buffer, _messages_out)
