@@ -162,9 +162,13 @@ class TaskProcessPool:
         values = [p.detach() for p in learner.parameters()]
         for worker, share in zip(self._workers, shares[1:]):
             _send(worker.stdin, (values, [tasks[b] for b in share], batch))
-        with intra_op_threads(1):
-            parts = TaskLearner.of(learner)
-            results = [task_meta_gradient(parts, *tasks[b], batch) for b in shares[0]]
+        try:
+            with intra_op_threads(1):
+                parts = TaskLearner.of(learner)
+                results = [task_meta_gradient(parts, *tasks[b], batch) for b in shares[0]]
+        except BaseException:           # the workers' answers to this step would be read as the next one's
+            self.close()
+            raise
         for worker, _ in zip(list(self._workers), shares[1:]):
             results.extend(self._result(worker)[1])
         return sum_task_results(results)

@@ -1,6 +1,6 @@
 """bench/task_processes.py: the per-task path on several processes gives the per-task path's numbers at one
 thread bit for bit (every regularizer, MAML and Meta-SGD, float32 and float64, more tasks than processes), a
-worker's failure surfaces with its traceback, and meta_train with two threads trains on two processes to the
+worker's failure surfaces with its traceback, a failure here closes the pool, and meta_train with two threads trains on two processes to the
 same parameters as with one thread."""
 import dataclasses
 import pickle
@@ -69,6 +69,19 @@ def test_worker_failure_is_raised_with_its_traceback():
         bad.y_query[1, 0] = 99                        # task 1, the worker's: a label out of range
         with pytest.raises(RuntimeError, match="(?s)a task process failed.*out of bounds"):
             meta_gradients(learner, bad, processes=pool)
+
+
+def test_a_failure_in_this_process_closes_the_pool():
+    """Task 0 is this process's: after its error the pool is closed, not left with the workers' answers
+    unread."""
+    learner = _per_task_learner("none")
+    good = tiny_episodes(batch=2)
+    bad = Episodes(good.x_support, good.y_support, good.x_query, good.y_query.clone())
+    bad.y_query[0, 0] = 99
+    with TaskProcessPool(learner, 2) as pool:
+        with pytest.raises(IndexError):
+            meta_gradients(learner, bad, processes=pool)
+        assert pool.pids == []
 
 
 def test_pool_size_follows_threads_device_and_path():
