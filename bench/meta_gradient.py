@@ -63,12 +63,15 @@ def task_meta_gradient(parts: TaskLearner, x_support: torch.Tensor, targets: tor
     return loss.detach(), accuracy, _grads_or_zeros(loss / batch, parts.parameters)
 
 
-def draw_task_noises(learner: MetaLearner, ep: Episodes) -> list[dict[str, torch.Tensor]]:
-    """Every inner step's training noise for the meta-batch, drawn first, exactly as the vectorized path draws
-    it (same stream, same values)."""
+def task_inputs(learner: MetaLearner, ep: Episodes) -> list[tuple]:
+    """Each task's (x_support, one-hot targets, its noise of every inner step, x_query, y_query): the noise of
+    all K steps drawn first, exactly as the vectorized path draws it (same stream, same values)."""
     batch, n = ep.x_support.shape[:2]
     noise_fn, samples = learner.noise_fn(n, batch), learner.samples(learner.config.mc_train)
-    return [noise_fn(k, 0, samples) for k in range(learner.config.inner_steps)]
+    noises = [noise_fn(k, 0, samples) for k in range(learner.config.inner_steps)]
+    targets = learner.one_hot(ep.y_support)
+    return [(ep.x_support[b], targets[b], task_noises(noises, b), ep.x_query[b], ep.y_query[b])
+            for b in range(batch)]
 
 
 def sum_task_results(results: list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]
@@ -84,10 +87,8 @@ def sum_task_results(results: list[tuple[torch.Tensor, torch.Tensor, list[torch.
 def _per_task(learner: MetaLearner, ep: Episodes) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Adapt, score and backpropagate task by task; one task's graph is alive at a time and the intra-op threads
     split each task's ops (bench/task_processes.py runs the tasks on several processes instead)."""
-    noises, targets, parts = draw_task_noises(learner, ep), learner.one_hot(ep.y_support), TaskLearner.of(learner)
-    batch = ep.x_support.shape[0]
-    return sum_task_results([task_meta_gradient(parts, ep.x_support[b], targets[b], task_noises(noises, b),
-                                                ep.x_query[b], ep.y_query[b], batch) for b in range(batch)])
+    tasks, parts = task_inputs(learner, ep), TaskLearner.of(learner)
+    return sum_task_results([task_meta_gradient(parts, *task, len(tasks)) for task in tasks])
 
 
 def meta_gradients(learner: MetaLearner, ep: Episodes, execution: str | None = None,

@@ -200,7 +200,7 @@ class _BatchNormBackward(torch.autograd.Function):
 
 
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum(a * b) over all dims but dim 1 of two NCHW tensors, by row dot products (no full-size temporary)."""
+    """sum(a * b) over all dims but dim 1 of two NCHW tensors, by row dot products."""
     return torch.linalg.vecdot(a.flatten(2), b.flatten(2)).sum(0)
 
 

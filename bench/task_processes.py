@@ -9,6 +9,7 @@ talking over its standard input and output; parameters and episodes travel as pi
 1 MB)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -16,16 +17,15 @@ import struct
 import subprocess
 import sys
 import traceback
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 import torch
 
 from bench.allocator import retain_freed_memory
 from bench.episodes import Episodes
-from bench.inner_loop import task_noises
 from bench.learner import MetaLearner
-from bench.meta_gradient import TaskLearner, draw_task_noises, sum_task_results, task_meta_gradient
+from bench.meta_gradient import TaskLearner, sum_task_results, task_inputs, task_meta_gradient
 from bench.timing import intra_op_threads
 
 TaskResult = tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]
@@ -69,13 +69,6 @@ def _receive(stream: IO[bytes]) -> Any:
     return _unpack(pickle.loads(stream.read(size)))
 
 
-def _task_inputs(learner: MetaLearner, ep: Episodes) -> list[tuple]:
-    """Each task's (x_support, one-hot targets, its noise of every inner step, x_query, y_query)."""
-    noises, targets = draw_task_noises(learner, ep), learner.one_hot(ep.y_support)
-    return [(ep.x_support[b], targets[b], task_noises(noises, b), ep.x_query[b], ep.y_query[b])
-            for b in range(ep.x_support.shape[0])]
-
-
 def _worker(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
     """A worker's loop: first its TaskLearner, then (parameter values, tasks, meta-batch size) in and each task's
     result out; None (or the parent's exit) stops it."""
@@ -110,6 +103,17 @@ def _worker_parts(learner: MetaLearner) -> TaskLearner:
     return TaskLearner(parts.spec, parts.query_spec, parts.reg, {n: clones[id(v)] for n, v in parts.adapted.items()},
                        {n: clones[id(v)] for n, v in parts.meta_only.items()}, lrs,
                        [clones[id(p)] for p in parts.parameters], parts.first_order)
+
+
+@contextlib.contextmanager
+def task_pool(learner: MetaLearner, processes: int) -> Iterator[TaskProcessPool | None]:
+    """A pool of `processes` for a run (None for one), this process at one intra-op thread while it is open,
+    as each worker is."""
+    if processes < 2:
+        yield None
+        return
+    with TaskProcessPool(learner, processes) as pool, intra_op_threads(1):
+        yield pool
 
 
 def pool_size(learner: MetaLearner, meta_batch: int) -> int:
@@ -156,7 +160,7 @@ class TaskProcessPool:
     def meta_gradients(self, learner: MetaLearner, ep: Episodes) -> TaskResult:
         """The per-task path's (mean loss, accuracy per task, summed gradients), the tasks spread over the
         processes in contiguous shares; the same numbers as that path at one thread."""
-        tasks = _task_inputs(learner, ep)
+        tasks = task_inputs(learner, ep)
         batch = len(tasks)
         shares = np.array_split(np.arange(batch), min(self.processes, batch))
         values = [p.detach() for p in learner.parameters()]

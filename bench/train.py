@@ -1,7 +1,6 @@
 """Meta-training (Algorithm 1): outer Adam with elementwise clipping, progress bar, resumable checkpoints."""
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from functools import partial
@@ -17,8 +16,8 @@ from bench.episodes import EpisodeSampler, Episodes
 from bench.failures import NonFinite
 from bench.learner import MetaLearner
 from bench.meta_gradient import clip, meta_gradients
-from bench.task_processes import TaskProcessPool, pool_size
-from bench.timing import intra_op_threads, precision_settings
+from bench.task_processes import TaskProcessPool, pool_size, task_pool
+from bench.timing import precision_settings
 
 
 # cuDNN autotuning off: it changed no step time (H100: 68.2 vs 68.3 ms, Omniglot 20-way 1-shot, bench/speed.py) and
@@ -120,48 +119,34 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
             start, spent = state["iteration"], state["seconds"]
             curve = RunningCurve(log_every, state["curve"], state["block"])
     processes = 1 if graphed else pool_size(learner, meta_batch)
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(TaskProcessPool(learner, processes)) if processes > 1 else None
-        if pool is not None:                 # this process runs its share at one thread, as each worker does
-            stack.enter_context(intra_op_threads(1))
+    with task_pool(learner, processes) as pool:
         step = partial(outer_step, learner, optimizer, processes=pool)
-        summary = _train_loop(learner, optimizer, sampler, step, (start, iterations, meta_batch), curve, spent,
-                              checkpoint_path, (checkpoint_every, log_every), progress, on_iteration, graphed)
-    return {**summary, "task_processes": processes}
-
-
-def _train_loop(learner: MetaLearner, optimizer: torch.optim.Optimizer, sampler: EpisodeSampler,
-                step: Callable[[Episodes], tuple[torch.Tensor, torch.Tensor]], span: tuple[int, int, int],
-                curve: RunningCurve, spent: float, checkpoint_path: Path | None, every: tuple[int, int],
-                progress: bool, on_iteration: Callable[[int], None] | None, graphed: bool) -> dict:
-    """meta_train's iterations from span = (start, iterations, meta_batch); every = (checkpoint_every,
-    log_every)."""
-    (start, iterations, meta_batch), (checkpoint_every, log_every) = span, every
-    began = time.perf_counter()
-    bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
-               desc="meta-train", dynamic_ncols=True, leave=False)
-    for it in bar:
-        episodes = sampler.sample(meta_batch)
-        if graphed and it == start:
-            step = GraphedStep(learner, optimizer, step, episodes)
-        curve.add(*step(episodes))
-        done = it + 1
-        block_done = (done % log_every == 0) or done == iterations
-        save = checkpoint_path is not None and (done % checkpoint_every == 0 or done == iterations)
-        if block_done or save:
-            curve.flush(done)
-        if block_done:
-            point = curve.close_block(done)
-            bar.set_postfix(loss=f"{point['loss']:.3f}", acc=f"{point['accuracy']:.1f}%")
-        if save:
-            checkpoint.atomic_save(_state(learner, optimizer, sampler, done, curve,
-                                          spent + time.perf_counter() - began), checkpoint_path)
-        if on_iteration is not None:
-            on_iteration(done)
-    bar.close()
+        began = time.perf_counter()
+        bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
+                   desc="meta-train", dynamic_ncols=True, leave=False)
+        for it in bar:
+            episodes = sampler.sample(meta_batch)
+            if graphed and it == start:
+                step = GraphedStep(learner, optimizer, step, episodes)
+            curve.add(*step(episodes))
+            done = it + 1
+            block_done = (done % log_every == 0) or done == iterations
+            save = checkpoint_path is not None and (done % checkpoint_every == 0 or done == iterations)
+            if block_done or save:
+                curve.flush(done)
+            if block_done:
+                point = curve.close_block(done)
+                bar.set_postfix(loss=f"{point['loss']:.3f}", acc=f"{point['accuracy']:.1f}%")
+            if save:
+                checkpoint.atomic_save(_state(learner, optimizer, sampler, done, curve,
+                                              spent + time.perf_counter() - began), checkpoint_path)
+            if on_iteration is not None:
+                on_iteration(done)
+        bar.close()
     points = curve.curve
     return {"iterations": iterations, "resumed_from": start, "curve": points,
-            "execution": learner.config.execution, "cuda_graph": graphed, "precision": precision_settings(),
+            "execution": learner.config.execution, "task_processes": processes, "cuda_graph": graphed,
+            "precision": precision_settings(),
             "seconds": spent + time.perf_counter() - began,   # all sessions of this run
             "final_loss": points[-1]["loss"] if points else None,
             "final_accuracy": points[-1]["accuracy"] if points else None}
