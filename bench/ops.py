@@ -4,8 +4,10 @@ max pool by the channels-last kernel (the same values and indices, tests/test_po
 that is exact in each setting (elementary ops under vmap, the stock kernel outside it, per group of samples), on
 the CPU with faster statistics than the stock kernel's and a short double backward, the 3x3 convolution whose
 double backward takes the weight term from the backward-weights kernel, and batch norm + pool + ReLU fused for
-first-order backward passes (each the same function and derivatives, tests/test_ops.py). The CPU kernels run
-from FAST_MIN_POSITIONS positions per channel on; below, the stock ones are faster."""
+first-order backward passes (each the same function and derivatives, tests/test_ops.py); and for memory, the
+product f * softplus(a) saving f and a only, the pool and the fused block's statistics ROWS examples at a time
+(no full-size temporary; the same values bit for bit). The CPU kernels run from FAST_MIN_POSITIONS positions per
+channel on; below, the stock ones are faster."""
 from __future__ import annotations
 
 import torch
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 
 
 SOFTPLUS_THRESHOLD = 20.0     # F.softplus's default: above it, softplus(x) = x and its derivative is 1
+ROWS = 8                      # examples per temporary in the pool and the fused block's statistics (memory)
 FAST_MIN_POSITIONS = 980      # N * H * W from which the CPU kernels below measured faster than the stock ones
 #                               (5 x 14 x 14; below, the stock kernels' lower fixed costs win)
 
@@ -60,6 +63,45 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return _Softplus.apply(x) if x.device.type == "cpu" else F.softplus(x)
 
 
+class _MulSoftplus(torch.autograd.Function):
+    """f * softplus(a) saving f and a only: the product is written into softplus's buffer and the backward
+    recomputes softplus(a) in place, so one full-size tensor less is held from the forward to the backward and
+    two fewer are made in it than by the stock mul and _Softplus (meta-dropout's query pass: 75 images in
+    5-way, where a task's memory peaks). With create_graph the backward runs through differentiable ops, the
+    same derivatives; the recomputation then measured slower than saving softplus(a) (the inner loop keeps the
+    stock product)."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        ctx.above = _any_above_threshold(a)
+        ctx.save_for_backward(f, a)
+        return _Softplus.forward(a).mul_(f)                             # in softplus's buffer: no temporary
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, a = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return grad * softplus(a), (grad * f) * _sigmoid_or_one(a, ctx.above)
+        d_a = _sigmoid_or_one(a, ctx.above).mul_(grad).mul_(f)            # in place: no full-size temporary
+        z = torch.exp(a).add_(1.0).log_()                                # softplus(a), as _Softplus.forward
+        if ctx.above:
+            z = torch.where(a > SOFTPLUS_THRESHOLD, a, z)
+        return z.mul_(grad), d_a
+
+
+def _sigmoid_or_one(a: torch.Tensor, above: bool) -> torch.Tensor:
+    """softplus'(a): sigmoid(a), 1 above the threshold (as _Softplus.backward)."""
+    return torch.where(a > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(a)) if above else torch.sigmoid(a)
+
+
+def mul_softplus(f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """f * softplus(a); on the CPU outside torch.func transforms by _MulSoftplus (less memory, the same values
+    and derivatives)."""
+    if f.device.type == "cpu" and _plain(f, a):
+        return _MulSoftplus.apply(f, a)
+    return f * softplus(a)
+
+
 class _MaxPool2(torch.autograd.Function):
     """F.max_pool2d(x, 2) on an NCHW tensor: the forward by the channels-last kernel (about 12x faster on the CPU than
     the NCHW one; the same values and the same indices, the first maximum of each window), the backward by the stock
@@ -68,8 +110,14 @@ class _MaxPool2(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled, indices = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2, return_indices=True)
-        return pooled.contiguous(), indices.contiguous()
+        n, c, h, w = x.shape
+        pooled = x.new_empty(n, c, h // 2, w // 2)
+        indices = torch.empty(pooled.shape, dtype=torch.long, device=x.device)
+        for first in range(0, n, ROWS):             # channels-last copies of ROWS examples at a time (memory)
+            part = slice(first, first + ROWS)
+            pooled[part], indices[part] = F.max_pool2d(x[part].contiguous(memory_format=torch.channels_last), 2,
+                                                       return_indices=True)
+        return pooled, indices
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -111,6 +159,16 @@ def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor
     centered = x - mean.view(c, 1, 1)
     var = torch.linalg.vector_norm(centered.flatten(2), dim=2).square().sum(0) / count
     return mean, centered, (var + eps).rsqrt()
+
+
+def _mean_invstd(x: torch.Tensor, eps: float, rows: int = ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """_statistics' mean and 1 / sqrt(var + eps), bit for bit, with x - mean made `rows` examples at a time."""
+    c = x.shape[1]
+    count = x.numel() // c
+    mean = _channel_sum(x) / count
+    norms = torch.cat([torch.linalg.vector_norm((part - mean.view(c, 1, 1)).flatten(2), dim=2)
+                       for part in x.split(rows)])
+    return mean, (norms.square().sum(0) / count + eps).rsqrt()
 
 
 class _BatchNorm(torch.autograd.Function):
@@ -325,8 +383,7 @@ class _BatchNormPoolReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
         c = x.shape[1]
-        mean, centered, invstd = _statistics(x, eps)
-        del centered
+        mean, invstd = _mean_invstd(x, eps)
         pooled, indices = _MaxPool2.forward(x)
         pooled_centered = pooled.sub_(mean.view(c, 1, 1))
         out = torch.relu_(pooled_centered.mul(invstd.view(c, 1, 1)).add_(beta.view(c, 1, 1)))  # as _BatchNorm's

@@ -6,7 +6,7 @@ import torch
 
 from bench.backbone import BackboneSpec
 from bench.hooks import ForwardContext, Params, Regularizer
-from bench.ops import softplus
+from bench.ops import mul_softplus, softplus
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
@@ -57,7 +57,8 @@ class MetaDropout(Regularizer):
         a = self.mu(block, h_in, ctx.params)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]          # Eq. 5: a ~ N(mu, I)
-        return f * softplus(a)                       # Eq. 6: f o softplus(a)
+            return f * softplus(a)                   # Eq. 6: f o softplus(a)
+        return mul_softplus(f, a)                    # Eq. 6 with a = mu (query): saves f and a, not the product
 
     def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if not (ctx.stochastic and self.logit_noise):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from bench import ops
-from bench.ops import batch_norm, bn_pool_relu, conv2d, max_pool2, softplus
+from bench.ops import batch_norm, bn_pool_relu, conv2d, max_pool2, mul_softplus, softplus
 
 
 pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")
@@ -36,6 +36,57 @@ def test_softplus_equals_the_stock_kernel_with_two_derivatives():
     per_row = vmap(grad(lambda v: softplus(v).square().sum()))(x[:4000].view(40, 100))
     stock_rows = vmap(grad(lambda v: F.softplus(v).square().sum()))(x[:4000].view(40, 100))
     torch.testing.assert_close(per_row, stock_rows, rtol=1e-12, atol=1e-15)
+
+
+def _product_derivatives(op, f: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Value, first derivatives by a plain backward (the query pass's), first derivatives with a graph and the
+    second derivatives through them, of sum(op(f, a)^2 * w)."""
+    f, a = f.detach().requires_grad_(True), a.detach().requires_grad_(True)
+    value = op(f, a)
+    plain = torch.autograd.grad((value.square() * w).sum(), (f, a))
+    first = torch.autograd.grad((op(f, a).square() * w).sum(), (f, a), create_graph=True)
+    second = torch.autograd.grad(first[0].square().sum() + (first[1] * w).sum(), (f, a))
+    return (value.detach(), *plain, *(g.detach() for g in first), *second)
+
+
+@pytest.mark.parametrize("large", [True, False])
+def test_mul_softplus_equals_the_stock_product_with_two_derivatives(large):
+    """f * softplus(a) saving f and a only (the query path's memory): the same values, first derivatives (plain
+    backward: the in-place route) and second derivatives as f * F.softplus(a) in float64, with entries above
+    softplus's threshold (the `where` route) and without."""
+    gen = torch.Generator().manual_seed(3)
+    f = torch.randn(5, 4, 6, 6, generator=gen, dtype=torch.float64)
+    a = torch.randn(5, 4, 6, 6, generator=gen, dtype=torch.float64) * 4
+    if large:
+        a[0, 0, :2] = torch.tensor([25.0, 800.0, -800.0, 20.5, 19.5, -40.0], dtype=torch.float64)
+    w = torch.randn(f.shape, generator=gen, dtype=torch.float64)
+    ours = _product_derivatives(mul_softplus, f, a, w)
+    stock = _product_derivatives(lambda u, v: u * F.softplus(v), f, a, w)
+    for x, y in zip(ours, stock):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-15)
+    small = (f[:2, :2, :3, :3].clone().requires_grad_(True), a[:2, :2, :3, :3].clone().requires_grad_(True))
+    assert torch.autograd.gradcheck(mul_softplus, small)
+    assert torch.autograd.gradgradcheck(mul_softplus, small)
+
+
+def test_mul_softplus_takes_the_stock_ops_under_torch_func():
+    """Under vmap (the vectorized path) the product is the stock composition: the same per-row gradients."""
+    gen = torch.Generator().manual_seed(4)
+    f, a = (torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    ours = vmap(grad(lambda u, v: mul_softplus(u, v).square().sum(), argnums=(0, 1)))(f, a)
+    stock = vmap(grad(lambda u, v: (u * F.softplus(v)).square().sum(), argnums=(0, 1)))(f, a)
+    for x, y in zip(ours, stock):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-15)
+
+
+def test_fused_block_statistics_by_row_chunks_equal_the_batch_norms_bit_for_bit():
+    """The fused block's mean and 1 / sqrt(var + eps), made ROWS examples at a time (a remainder chunk here),
+    equal the whole-batch statistics of _BatchNorm bit for bit, in float32 and float64."""
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(2 * ops.ROWS + 3, 4, 6, 6, dtype=dtype) * 3 + 1
+        mean, _, invstd = ops._statistics(x, 1e-3)
+        chunked_mean, chunked_invstd = ops._mean_invstd(x, 1e-3)
+        assert torch.equal(chunked_mean, mean) and torch.equal(chunked_invstd, invstd)
 
 
 def test_stock_batch_norm_outside_vmap_equals_the_elementary_one():
@@ -161,17 +212,18 @@ def _separate_bn_pool_relu(f: torch.Tensor, beta: torch.Tensor, groups: int) -> 
 
 @pytest.mark.parametrize("size", [8, 7])
 @pytest.mark.parametrize("groups", [1, 3])
-def test_fused_bn_pool_relu_equals_the_separate_ops(size, groups):
+@pytest.mark.parametrize("examples", [6, 21])            # one row chunk (ops.ROWS); several and a remainder
+def test_fused_bn_pool_relu_equals_the_separate_ops(size, groups, examples):
     """bench.ops.bn_pool_relu: the same values as the separate fast ops (float32, bit for bit, ties from rounded
     inputs included), the same gradients for f and beta in float64, and through create_graph the same second
     derivatives (it then runs the separate ops)."""
     gen = torch.Generator().manual_seed(9)
-    f32 = torch.round(torch.randn(6, 4, size, size, generator=gen) * 3).add(1)          # many exact ties
+    f32 = torch.round(torch.randn(examples, 4, size, size, generator=gen) * 3).add(1)   # many exact ties
     beta32 = torch.randn(4, generator=gen)
     assert torch.equal(bn_pool_relu(f32, beta32, 1e-3, groups), _separate_bn_pool_relu(f32, beta32, groups))
     f = (f32.double() + torch.randn(f32.shape, generator=gen, dtype=torch.float64)).requires_grad_(True)
     beta = beta32.double().requires_grad_(True)
-    w = torch.randn(6, 4, size // 2, size // 2, generator=gen, dtype=torch.float64)
+    w = torch.randn(examples, 4, size // 2, size // 2, generator=gen, dtype=torch.float64)
 
     def derivatives(block) -> tuple[torch.Tensor, ...]:
         first = torch.autograd.grad((block(f, beta, groups).square() * w).sum(), (f, beta), create_graph=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from bench import backbone
+from bench import backbone, ops
 from bench.episodes import Episodes
 from bench.ops import max_pool2
 from regularizers import noise_convs
@@ -38,8 +38,9 @@ def _has_tied_windows(x: torch.Tensor) -> bool:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("size", [28, 7, 3])
-def test_pool_values_and_indices_equal_the_stock_kernel_with_ties(dtype, size):
-    x = torch.randn(6, 5, size, size, dtype=dtype)
+@pytest.mark.parametrize("examples", [6, 2 * ops.ROWS + 3])          # one chunk; several and a remainder
+def test_pool_values_and_indices_equal_the_stock_kernel_with_ties(dtype, size, examples):
+    x = torch.randn(examples, 5, size, size, dtype=dtype)
     x[:3] = torch.round(x[:3])                                # many exact ties
     x[3, :, :2, :2] = 1.5                                     # a window of four equal values
     assert _has_tied_windows(x)
