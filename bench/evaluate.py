@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from bench.attacks import PIXEL_UNITS, PixelSpace, fast_gradient
 from bench.episode_noise import EpisodeNoise
-from bench.episodes import EpisodeSampler, FixedEpisodes
+from bench.episodes import Episodes, EpisodeSampler, FixedEpisodes
 from bench.failures import NonFinite
 from bench.inner_loop import query_logits
 from bench.learner import MetaLearner
@@ -55,6 +55,17 @@ def _require_finite(logits: torch.Tensor, first: int, count: int) -> None:
         raise NonFinite(f"meta-test logits are not finite in episodes {first}-{first + count - 1}", "test")
 
 
+def adapt_and_score(learner: MetaLearner, ep: Episodes, first: int, samples: int, sample_chunk: int | None,
+                    seed: int) -> tuple[dict, torch.Tensor]:
+    """(adapted parameters, query logits) of test episodes first, first + 1, ... (Algorithm 2), each adapted with
+    its own noise (EpisodeNoise); NonFinite if a logit is not finite."""
+    noise = EpisodeNoise(learner, list(range(first, first + ep.x_support.shape[0])), ep.x_support.shape[1], seed)
+    adapted = learner.adapt_for_test(ep.x_support, ep.y_support, samples, sample_chunk, noise)
+    logits = learner.query_logits(adapted, ep.x_query)
+    _require_finite(logits, first, ep.x_support.shape[0])
+    return adapted, logits
+
+
 def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, episodes: int = 1000, batch: int = 25,
               samples: int | None = None, attacks: dict[str, list[float]] | None = None,
               pixel_space: PixelSpace | None = None, progress: bool = True,
@@ -73,10 +84,7 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
         while len(clean) < episodes:
             b = min(batch, episodes - len(clean))
             ep = sampler.sample(b)
-            noise = EpisodeNoise(learner, list(range(len(clean), len(clean) + b)), ep.x_support.shape[1], seed)
-            adapted = learner.adapt_for_test(ep.x_support, ep.y_support, samples, sample_chunk, noise)
-            logits = learner.query_logits(adapted, ep.x_query)
-            _require_finite(logits, len(clean), b)
+            adapted, logits = adapt_and_score(learner, ep, len(clean), samples, sample_chunk, seed)
             clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
             for out, (norm, eps) in zip(attacked, pairs):
                 out += (100 * _attacked_accuracy(learner, adapted, ep.x_query, ep.y_query, norm, eps, pixel_space)

@@ -3,8 +3,9 @@ the suite against the generic MAML libraries run as their users run them (`highe
 torch.func per-task loop; each skipped with a note when not installed), with MAML and MAML + meta-dropout on
 random Omniglot-shaped episodes. Same initial parameters, inputs and (for the gradient check) noise; meta-gradients
 compared; repetitions interleaved; medians, ratios, load average. Peak memory of a step is measured for each
-implementation in a fresh process. Then meta-test: the suite's meta_test against a naive per-episode, per-sample
-loop on the same episodes and noise.
+implementation in a fresh process. Then meta-test: the suite's (evaluate.adapt_and_score, as meta_test runs it on
+the CPU) against a naive per-episode, per-sample loop on the same episodes and noise, episode by episode in
+alternating order.
 
     python -m bench.peers [--configs all|name,...] [--reps 5] [--test-episodes 12] [--out results/peers.json]
 
@@ -31,6 +32,7 @@ from bench.allocator import retain_freed_memory
 from bench.api import TEST_SEED_OFFSET, Experiment, build_experiment, test_batch
 from bench.episode_noise import EpisodeNoise
 from bench.episodes import EpisodeSampler, Episodes, FixedEpisodes
+from bench.evaluate import adapt_and_score
 from bench.meta_gradient import meta_gradients
 from bench.peer_models import PEERS, PeerConv4, PeerStep
 from bench.protocol import load_protocol
@@ -204,25 +206,39 @@ def naive_test_episode(exp: Experiment, episodes: Episodes, noise: EpisodeNoise)
 
 def _meta_tests(episodes_count: int, dtype: torch.dtype) -> tuple[Experiment, list[float], float, list[float], float]:
     """(experiment, suite accuracies, seconds, naive accuracies, seconds) on the same fixed episodes and
-    per-episode noise."""
+    per-episode noise, episode by episode, the two interleaved (the suite's meta-test at batch 1, as on the CPU)."""
     exp, _ = setup("meta_test", "meta_dropout", dtype=dtype)
-    p, seed = exp.protocol, exp.seed + TEST_SEED_OFFSET
-    began = time.perf_counter()
-    suite = exp.test(episodes=episodes_count, progress=False)["accuracies"]
-    suite_s = time.perf_counter() - began
+    p, seed, learner = exp.protocol, exp.seed + TEST_SEED_OFFSET, exp.learner
     fixed = FixedEpisodes(exp.test_bank, p.ways, p.shots, p.test_queries or p.queries, seed=seed,
                           count=episodes_count, dtype=dtype)
-    began, naive = time.perf_counter(), []
-    for e in range(episodes_count):
-        ep = fixed.sample(1)
-        naive.append(naive_test_episode(exp, ep, EpisodeNoise(exp.learner, [e], ep.x_support.shape[1], seed)))
-    return exp, suite, suite_s, naive, time.perf_counter() - began
+
+    def suite_episode(ep: Episodes, e: int) -> float:
+        with torch.no_grad():
+            _, logits = adapt_and_score(learner, ep, e, learner.config.mc_test, p.test_sample_chunk, seed)
+        return float(100 * (logits.argmax(-1) == ep.y_query).double().mean())
+
+    def naive_episode(ep: Episodes, e: int) -> float:
+        return naive_test_episode(exp, ep, EpisodeNoise(learner, [e], ep.x_support.shape[1], seed))
+
+    accuracies: dict[str, list[float]] = {"suite": [], "naive": []}
+    seconds = {"suite": 0.0, "naive": 0.0}
+    runners = {"suite": suite_episode, "naive": naive_episode}
+    episodes = [fixed.sample(1) for _ in range(episodes_count)]
+    for run in runners.values():                        # one untimed warm-up episode each
+        run(episodes[0], 0)
+    for e, ep in enumerate(episodes):
+        for name in (("suite", "naive") if e % 2 == 0 else ("naive", "suite")):
+            began = time.perf_counter()
+            accuracies[name].append(runners[name](ep, e))
+            seconds[name] += time.perf_counter() - began
+    return exp, accuracies["suite"], seconds["suite"], accuracies["naive"], seconds["naive"]
 
 
 def measure_meta_test(episodes_count: int, exact_episodes: int = 3) -> dict[str, Any]:
-    """Episodes per second of the suite's meta-test (Experiment.test) and of the naive loop on the same fixed
-    episodes and per-episode noise (float32), and whether both give the same accuracies in float64 (in float32
-    the two orders of summation may flip an argmax on these hard episodes; the count is reported)."""
+    """Episodes per second of the suite's meta-test (as Experiment.test runs it) and of the naive loop on the same
+    fixed episodes and per-episode noise (float32), interleaved, and whether both give the same accuracies in
+    float64 (in float32 the two orders of summation may flip an argmax on these hard episodes; the count is
+    reported)."""
     exp, suite, suite_s, naive, naive_s = _meta_tests(episodes_count, torch.float32)
     _, exact_suite, _, exact_naive, _ = _meta_tests(exact_episodes, torch.float64)
     return {"protocol": "omniglot 5-way 1-shot, S = 30, meta-dropout, 1 thread", "episodes": episodes_count,
