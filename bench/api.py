@@ -62,7 +62,8 @@ class Experiment:
 
 def test_batch(requested: int, device: torch.device) -> int:
     """Test episodes adapted at once: the protocol's batch on a GPU, one on the CPU, where batching episodes does
-    not pay (bench/peers.py: about half the episodes per second at batch 4). Results do not depend on it."""
+    not pay (bench/peers.py: about half the episodes per second at batch 4). Results depend on it only through
+    floating-point summation order (the noise is per episode)."""
     return requested if device.type == "cuda" else 1
 
 

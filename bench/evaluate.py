@@ -74,7 +74,8 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
     ({norm: sizes}, pixel units on the [0, 1] scale via pixel_space), also the accuracy under the fast gradient
     attack of each norm and size ("robustness"). Each episode's noise comes from its own generator (seed, episode
     index), so neither `batch` nor sample_chunk (how many of the S samples are forwarded at once: memory) changes
-    the result."""
+    the noise; the result is the same up to floating-point summation order (equal in float64; in float32 a
+    near-tie argmax on a query may flip)."""
     samples = learner.config.mc_test if samples is None else samples
     clean: list[float] = []
     pairs = [(norm, eps) for norm, sizes in (attacks or {}).items() for eps in sizes]
