@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import traceback
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,26 +32,25 @@ TaskResult = tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))       # the repository (bench's parent)
 
 
-def _pack(value: Any) -> Any:
-    """Tensors (detached, CPU) as numpy arrays, recursively through lists, tuples and dicts."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+def _map_leaves(value: Any, kind: type, fn: Callable[[Any], Any]) -> Any:
+    """fn applied to every instance of `kind` in value, recursively through lists, tuples and dicts."""
+    if isinstance(value, kind):
+        return fn(value)
     if isinstance(value, dict):
-        return {k: _pack(v) for k, v in value.items()}
+        return {k: _map_leaves(v, kind, fn) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_pack(v) for v in value)
+        return type(value)(_map_leaves(v, kind, fn) for v in value)
     return value
+
+
+def _pack(value: Any) -> Any:
+    """Tensors (detached, CPU) as numpy arrays."""
+    return _map_leaves(value, torch.Tensor, lambda t: t.detach().cpu().numpy())
 
 
 def _unpack(value: Any) -> Any:
     """The inverse of _pack."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, dict):
-        return {k: _unpack(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_unpack(v) for v in value)
-    return value
+    return _map_leaves(value, np.ndarray, torch.from_numpy)
 
 
 def _send(stream: IO[bytes], message: Any) -> None:
@@ -166,10 +165,13 @@ class TaskProcessPool:
         values = [p.detach() for p in learner.parameters()]
         for worker, share in zip(self._workers, shares[1:]):
             _send(worker.stdin, (values, [tasks[b] for b in share], batch))
+        # this process's share in its own storage, so that the workers' (views of the meta-batch's tensors) go
+        own = [_map_leaves(tasks[b], torch.Tensor, torch.clone) for b in shares[0]]
+        del tasks
         try:
             with intra_op_threads(1):
                 parts = TaskLearner.of(learner)
-                results = [task_meta_gradient(parts, *tasks[b], batch) for b in shares[0]]
+                results = [task_meta_gradient(parts, *task, batch) for task in own]
         except BaseException:           # the workers' answers to this step would be read as the next one's
             self.close()
             raise
