@@ -95,9 +95,9 @@ def _sigmoid_or_one(a: torch.Tensor, above: bool) -> torch.Tensor:
 
 
 def mul_softplus(f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """f * softplus(a); on the CPU outside torch.func transforms by _MulSoftplus (less memory, the same values
-    and derivatives)."""
-    if f.device.type == "cpu" and _plain(f, a):
+    """f * softplus(a); for tensors of one shape on the CPU outside torch.func transforms by _MulSoftplus (less
+    memory, the same values and derivatives), else the stock composition (broadcasting)."""
+    if f.device.type == "cpu" and f.shape == a.shape and _plain(f, a):
         return _MulSoftplus.apply(f, a)
     return f * softplus(a)
 

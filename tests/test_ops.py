@@ -67,6 +67,8 @@ def test_mul_softplus_equals_the_stock_product_with_two_derivatives(large):
     small = (f[:2, :2, :3, :3].clone().requires_grad_(True), a[:2, :2, :3, :3].clone().requires_grad_(True))
     assert torch.autograd.gradcheck(mul_softplus, small)
     assert torch.autograd.gradgradcheck(mul_softplus, small)
+    broadcast = (small[0][:, :1], small[1])                    # f over a's samples: the stock composition
+    assert torch.autograd.gradcheck(mul_softplus, broadcast)
 
 
 def test_mul_softplus_takes_the_stock_ops_under_torch_func():
