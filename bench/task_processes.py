@@ -13,7 +13,6 @@ import contextlib
 import os
 import pickle
 import signal
-import struct
 import subprocess
 import sys
 import traceback
@@ -54,18 +53,17 @@ def _unpack(value: Any) -> Any:
 
 
 def _send(stream: IO[bytes], message: Any) -> None:
-    data = pickle.dumps(_pack(message), protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(struct.pack("<Q", len(data)))
-    stream.write(data)
+    """Pickle a message straight into the pipe (no whole-message buffer: each array is written as it is)."""
+    pickle.dump(_pack(message), stream, protocol=pickle.HIGHEST_PROTOCOL)
     stream.flush()
 
 
 def _receive(stream: IO[bytes]) -> Any:
-    header = stream.read(8)
-    if len(header) < 8:
-        raise EOFError("the other process closed the pipe")
-    (size,) = struct.unpack("<Q", header)
-    return _unpack(pickle.loads(stream.read(size)))
+    """The next message from the pipe, read as it is unpickled (EOFError when the other process closed it)."""
+    try:
+        return _unpack(pickle.load(stream))
+    except EOFError:
+        raise EOFError("the other process closed the pipe") from None
 
 
 def _worker(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
