@@ -6,8 +6,8 @@ tensors, where a second intra-op thread gains little (fixed per-op costs) while 
 throughput (measured: bench/peers.py). Worker processes are spawned (no fork of a threaded parent) and exit with
 this one: `python -m bench.task_processes` (not multiprocessing, which would re-run the caller's main script),
 talking over its standard input and output; parameters, episodes and noise travel as pickled arrays each step,
-pickled into and out of the pipe as they go (per 5-way task about 0.3 MB, 7 MB with meta-dropout's noise of the
-five inner steps)."""
+pickled into and out of the pipe as they go (5-way: the parameters 0.5-1 MB, per task 0.25 MB of images and, with
+meta-dropout, 7 MB of noise for the five inner steps)."""
 from __future__ import annotations
 
 import contextlib
