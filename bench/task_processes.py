@@ -60,10 +60,11 @@ def _send(stream: IO[bytes], message: Any) -> None:
 
 
 def _receive(stream: IO[bytes]) -> Any:
-    """The next message from the pipe, read as it is unpickled (EOFError when the other process closed it)."""
+    """The next message from the pipe, read as it is unpickled (EOFError when the other process closed it, also
+    in the middle of a message)."""
     try:
         return _unpack(pickle.load(stream))
-    except EOFError:
+    except (EOFError, pickle.UnpicklingError):
         raise EOFError("the other process closed the pipe") from None
 
 

@@ -3,6 +3,7 @@ thread bit for bit (every regularizer, MAML and Meta-SGD, float32 and float64, m
 worker's failure surfaces with its traceback, a failure here closes the pool, and meta_train with two threads trains on two processes to the
 same parameters as with one thread."""
 import dataclasses
+import io
 import pickle
 
 import pytest
@@ -12,7 +13,7 @@ from bench.data.synthetic import synthetic_bank
 from bench.episodes import EpisodeSampler, Episodes
 from bench.learner import LearnerConfig, MetaLearner
 from bench.meta_gradient import meta_gradients
-from bench.task_processes import TaskProcessPool, pool_size
+from bench.task_processes import TaskProcessPool, _receive, _send, pool_size
 from bench.timing import intra_op_threads
 from bench.train import meta_train
 from regularizers import REGISTRY, build_regularizer
@@ -69,6 +70,20 @@ def test_worker_failure_is_raised_with_its_traceback():
         bad.y_query[1, 0] = 99                        # task 1, the worker's: a label out of range
         with pytest.raises(RuntimeError, match="(?s)a task process failed.*out of bounds"):
             meta_gradients(learner, bad, processes=pool)
+
+
+def test_a_message_cut_short_reads_as_a_closed_pipe():
+    """Messages are pickled straight through the pipe: a whole one comes back equal, and one cut at any byte
+    (a process that died mid-message) reads as EOFError, which the pool reports with the exit code."""
+    message = (["values", torch.arange(50000.0)], {"noise": torch.ones(3, 4)}, 4)
+    stream = io.BytesIO()
+    _send(stream, message)
+    data = stream.getvalue()
+    back = _receive(io.BytesIO(data))
+    assert torch.equal(back[0][1], message[0][1]) and torch.equal(back[1]["noise"], message[1]["noise"])
+    for cut in (0, 1, len(data) // 3, len(data) - 1):
+        with pytest.raises(EOFError, match="closed the pipe"):
+            _receive(io.BytesIO(data[:cut]))
 
 
 def test_a_failure_in_this_process_closes_the_pool():
