@@ -47,9 +47,7 @@ class _Softplus(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        if not _any_above_threshold(x):
-            return grad * torch.sigmoid(x)
-        return grad * torch.where(x > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(x))
+        return grad * _softplus_derivative(x)
 
 
 def _any_above_threshold(x: torch.Tensor) -> bool:
@@ -73,7 +71,6 @@ class _MulSoftplus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        ctx.above = _any_above_threshold(a)
         ctx.save_for_backward(f, a)
         return _Softplus.forward(a).mul_(f)                             # in softplus's buffer: no temporary
 
@@ -81,17 +78,15 @@ class _MulSoftplus(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, a = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return grad * softplus(a), (grad * f) * _sigmoid_or_one(a, ctx.above)
-        d_a = _sigmoid_or_one(a, ctx.above).mul_(grad).mul_(f)            # in place: no full-size temporary
-        z = torch.exp(a).add_(1.0).log_()                                # softplus(a), as _Softplus.forward
-        if ctx.above:
-            z = torch.where(a > SOFTPLUS_THRESHOLD, a, z)
-        return z.mul_(grad), d_a
+            return grad * softplus(a), (grad * f) * _softplus_derivative(a)
+        d_a = _softplus_derivative(a).mul_(grad).mul_(f)                  # in place: no full-size temporary
+        return _Softplus.forward(a).mul_(grad), d_a
 
 
-def _sigmoid_or_one(a: torch.Tensor, above: bool) -> torch.Tensor:
-    """softplus'(a): sigmoid(a), 1 above the threshold (as _Softplus.backward)."""
-    return torch.where(a > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(a)) if above else torch.sigmoid(a)
+def _softplus_derivative(x: torch.Tensor) -> torch.Tensor:
+    """sigmoid(x), 1 above the threshold (as the stock kernel), in a new tensor; the `where` pass only when some
+    entry exceeds the threshold."""
+    return torch.where(x > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(x)) if _any_above_threshold(x) else torch.sigmoid(x)
 
 
 def mul_softplus(f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """bench/task_processes.py: the per-task path on several processes gives the per-task path's numbers at one
 thread bit for bit (every regularizer, MAML and Meta-SGD, float32 and float64, more tasks than processes), a
-worker's failure surfaces with its traceback, a failure here closes the pool, and meta_train with two threads trains on two processes to the
-same parameters as with one thread."""
+worker's failure surfaces with its traceback, a message cut short reads as a closed pipe, a failure here closes
+the pool, and meta_train with two threads trains on two processes to the same parameters as with one thread."""
 import dataclasses
 import io
 import pickle
