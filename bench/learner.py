@@ -132,7 +132,10 @@ class MetaLearner:
                                       self.config.inner_steps, sample_chunk)
 
     def query_logits(self, adapted: Params | list[Params], x_query: torch.Tensor) -> torch.Tensor:
-        """Deterministic query logits [B, M, N] for what adapt() returned."""
+        """Deterministic query logits [B, M, N] for what adapt() returned; without a graph on the CPU (meta-test)
+        task by task, where the fast CPU kernels apply (bench/ops.py: vmap takes the stock ones)."""
+        if isinstance(adapted, dict) and self.device.type == "cpu" and not torch.is_grad_enabled():
+            adapted = [{n: v[b] for n, v in adapted.items()} for b in range(x_query.shape[0])]
         if isinstance(adapted, list):
             return torch.stack([query_logits(self.spec, self.reg, a, self.meta_only, x)
                                 for a, x in zip(adapted, x_query)])

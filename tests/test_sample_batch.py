@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from bench.episode_noise import EpisodeNoise
 from bench.episodes import EpisodeSampler
 from bench.evaluate import meta_test
+from bench.inner_loop import batched_query_logits
 from bench.ops import batch_norm
 from bench.sample_batch import adapt_samples_as_batch
 from regularizers import REGISTRY
@@ -78,6 +79,21 @@ def test_meta_test_records_its_route_and_gives_the_same_accuracies(monkeypatch):
     vectorized = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False)
     assert vectorized["adaptation"] == "vectorized"
     assert as_batch["accuracies"] == vectorized["accuracies"]
+
+
+def test_cpu_query_logits_without_a_graph_run_task_by_task_as_the_vmapped_ones():
+    """The meta-test's query pass on the CPU (no graph) runs each task alone, where the fast kernels apply: the same
+    logits as vmap over the tasks, each task with its own adapted parameters; with a graph it stays vmapped."""
+    learner = tiny_learner("meta_dropout")
+    episodes = tiny_episodes(batch=3)
+    adapted = learner.adapt(episodes.x_support, episodes.y_support, 2, first_order=True)
+    adapted = {name: v.detach() for name, v in adapted.items()}
+    vmapped = batched_query_logits(learner.spec, learner.reg, adapted, learner.meta_only, episodes.x_query)
+    with torch.no_grad():
+        per_task = learner.query_logits(adapted, episodes.x_query)
+    torch.testing.assert_close(per_task, vmapped, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(per_task[0], per_task[1])                 # the tasks' parameters differ
+    assert learner.query_logits(adapted, episodes.x_query).requires_grad   # with a graph: vmap, meta-gradients
 
 
 def test_example_major_noise_is_the_same_draws_transposed():
