@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from bench.allocator import retain_freed_memory
+from bench.allocator import WORKER_TUNABLES, retain_freed_memory
 from bench.api import TEST_SEED_OFFSET, Experiment, build_experiment, test_batch
 from bench.episode_noise import EpisodeNoise
 from bench.episodes import EpisodeSampler, Episodes, FixedEpisodes
@@ -255,7 +255,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peers, notes = available_peers()
     names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
     report: dict[str, Any] = {"torch": torch.__version__, "cpu_count": os.cpu_count(), "peers": peers,
-                              "allocator": retain_freed_memory() + " (process-wide: the peers' steps too)",
+                              "allocator": retain_freed_memory() + " (process-wide: the peers' steps too); the suite's "
+                                           f"task processes also start with GLIBC_TUNABLES={WORKER_TUNABLES}",
                               "notes": notes, "reps": args.reps, "rows": []}
     for config in names:
         for regularizer in REGULARIZERS:

@@ -22,7 +22,7 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 import torch
 
-from bench.allocator import retain_freed_memory
+from bench.allocator import retain_freed_memory, worker_tunables
 from bench.episodes import Episodes
 from bench.learner import MetaLearner
 from bench.meta_gradient import TaskLearner, sum_task_results, task_inputs, task_meta_gradient
@@ -132,7 +132,8 @@ class TaskProcessPool:
             raise ValueError(f"a task-process pool needs at least 2 processes, not {processes}")
         self.processes = processes
         parts = _worker_parts(learner)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
+               "GLIBC_TUNABLES": worker_tunables(os.environ)}           # bench/allocator.py: less fragmentation
         self._workers = [subprocess.Popen([sys.executable, "-m", "bench.task_processes"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, env=env) for _ in range(processes - 1)]
         for worker in self._workers:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import checkpoint
+from bench.allocator import worker_tunables
 from bench.cuda_graph import GraphedStep, use_graph
 from bench.episodes import EpisodeSampler, Episodes
 from bench.failures import NonFinite
@@ -145,7 +147,8 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
         bar.close()
     points = curve.curve
     return {"iterations": iterations, "resumed_from": start, "curve": points,
-            "execution": learner.config.execution, "task_processes": processes, "cuda_graph": graphed,
+            "execution": learner.config.execution, "task_processes": processes,
+            "task_process_tunables": worker_tunables(os.environ) if processes > 1 else None, "cuda_graph": graphed,
             "precision": precision_settings(),
             "seconds": spent + time.perf_counter() - began,   # all sessions of this run
             "final_loss": points[-1]["loss"] if points else None,
