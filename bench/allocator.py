@@ -4,7 +4,7 @@ each faults its pages in on first touch, and that is about a third of a CPU meta
 measures the step with this setting on, for the suite and the peers alike: it is per process). No effect on any
 number; a no-op where the C library is not glibc. The task processes (bench/task_processes.py), which this process
 starts, also get WORKER_TUNABLES: glibc's per-thread cache and fast bins off, so that freed small blocks coalesce
-instead of pinning holes between activations (measured on a 5-way meta-dropout step: about 16 MB less resident
+instead of pinning holes between activations (measured on a 5-way meta-dropout step: about 15 MiB less resident
 per process, no measurable time; settable only when a process starts, so not for this one)."""
 from __future__ import annotations
 

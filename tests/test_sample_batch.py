@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from bench.episode_noise import EpisodeNoise
 from bench.episodes import EpisodeSampler
+from bench import learner as learner_module
 from bench.evaluate import meta_test
 from bench.inner_loop import batched_query_logits
 from bench.ops import batch_norm
@@ -81,9 +82,12 @@ def test_meta_test_records_its_route_and_gives_the_same_accuracies(monkeypatch):
     assert as_batch["accuracies"] == vectorized["accuracies"]
 
 
-def test_cpu_query_logits_without_a_graph_run_task_by_task_as_the_vmapped_ones():
+def test_cpu_query_logits_without_a_graph_run_task_by_task_as_the_vmapped_ones(monkeypatch):
     """The meta-test's query pass on the CPU (no graph) runs each task alone, where the fast kernels apply: the same
     logits as vmap over the tasks, each task with its own adapted parameters; with a graph it stays vmapped."""
+    vmapped_calls = []
+    monkeypatch.setattr(learner_module, "batched_query_logits",
+                        lambda *args: vmapped_calls.append(1) or batched_query_logits(*args))
     learner = tiny_learner("meta_dropout")
     episodes = tiny_episodes(batch=3)
     adapted = learner.adapt(episodes.x_support, episodes.y_support, 2, first_order=True)
@@ -93,7 +97,8 @@ def test_cpu_query_logits_without_a_graph_run_task_by_task_as_the_vmapped_ones()
         per_task = learner.query_logits(adapted, episodes.x_query)
     torch.testing.assert_close(per_task, vmapped, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(per_task[0], per_task[1])                 # the tasks' parameters differ
-    assert learner.query_logits(adapted, episodes.x_query).requires_grad   # with a graph: vmap, meta-gradients
+    assert not vmapped_calls
+    assert learner.query_logits(adapted, episodes.x_query).requires_grad and vmapped_calls   # with a graph: vmap
 
 
 def test_example_major_noise_is_the_same_draws_transposed():
