@@ -30,8 +30,7 @@ class _Softplus(torch.autograd.Function):
     """softplus(x) = log(exp(x) + 1), d/dx = sigmoid(x), both linear above F.softplus's threshold as the stock
     kernel is. The stock CPU kernel calls log1p, about 9x slower than log under this machine's AVX-512 dispatch;
     the rewrite avoids it (absolute difference below one float32 ulp of 1; tests/test_ops.py: rtol 1e-12 in
-    float64) in four passes, three of them in place (exp as exp2 of x log2(e): exp's kernel is about 4x slower
-    here), and the threshold's pass only when the max exceeds it.
+    float64) in four passes, three of them in place (exp as exp2 of x log2(e): LOG2_E), and the threshold's pass only when the max exceeds it.
     The backward is written in differentiable ops, so second derivatives (the MAML outer gradient) flow through
     it; vmap batches it op by op."""
 

@@ -125,15 +125,17 @@ def pool_size(learner: MetaLearner, meta_batch: int) -> int:
 
 class TaskProcessPool:
     """`processes` processes for the per-task path (this one and processes - 1 spawned workers), one intra-op
-    thread each while a meta-batch runs; close() (or the with-block's end) stops the workers."""
+    thread each while a meta-batch runs; close() (or the with-block's end) stops the workers. `tunables`: the
+    GLIBC_TUNABLES the workers started with."""
 
     def __init__(self, learner: MetaLearner, processes: int):
         if processes < 2:
             raise ValueError(f"a task-process pool needs at least 2 processes, not {processes}")
         self.processes = processes
         parts = _worker_parts(learner)
+        self.tunables = worker_tunables(os.environ)                       # bench/allocator.py: less fragmentation
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
-               "GLIBC_TUNABLES": worker_tunables(os.environ)}           # bench/allocator.py: less fragmentation
+               "GLIBC_TUNABLES": self.tunables}
         self._workers = [subprocess.Popen([sys.executable, "-m", "bench.task_processes"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, env=env) for _ in range(processes - 1)]
         for worker in self._workers:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -12,7 +11,6 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import checkpoint
-from bench.allocator import worker_tunables
 from bench.cuda_graph import GraphedStep, use_graph
 from bench.episodes import EpisodeSampler, Episodes
 from bench.failures import NonFinite
@@ -122,6 +120,7 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
             curve = RunningCurve(log_every, state["curve"], state["block"])
     processes = 1 if graphed else pool_size(learner, meta_batch)
     with task_pool(learner, processes) as pool:
+        tunables = pool.tunables if pool else None
         step = partial(outer_step, learner, optimizer, processes=pool)
         began = time.perf_counter()
         bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
@@ -148,7 +147,7 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
     points = curve.curve
     return {"iterations": iterations, "resumed_from": start, "curve": points,
             "execution": learner.config.execution, "task_processes": processes,
-            "task_process_tunables": worker_tunables(os.environ) if processes > 1 else None, "cuda_graph": graphed,
+            "task_process_tunables": tunables, "cuda_graph": graphed,
             "precision": precision_settings(),
             "seconds": spent + time.perf_counter() - began,   # all sessions of this run
             "final_loss": points[-1]["loss"] if points else None,
