@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.arguments import check_arguments
-from bench.errors import UserError
+from bench.runner.arguments import check_arguments
+from bench.util.errors import UserError
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_arguments(args)              # answers before torch is imported
         with sigterm_as_interrupt():
-            from bench.sweep import sweep
+            from bench.runner.sweep import sweep
             return sweep(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

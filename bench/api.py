@@ -8,17 +8,17 @@ from typing import Any
 
 import torch
 
-from bench.allocator import retain_freed_memory
-from bench.backbone import BackboneSpec
+from bench.execution.allocator import retain_freed_memory
+from bench.core.backbone import BackboneSpec
 from bench.data.bank import ImageBank
-from bench.devices import check_device
+from bench.util.devices import check_device
 from bench.data.registry import load_bank
-from bench.episodes import EpisodeSampler, FixedEpisodes
-from bench.evaluate import meta_test
-from bench.learner import LearnerConfig, MetaLearner
-from bench.meta_gradient import resolve_execution
-from bench.protocol import Protocol, load_protocol
-from bench.train import meta_train
+from bench.data.episodes import EpisodeSampler, FixedEpisodes
+from bench.core.evaluate import meta_test
+from bench.core.learner import LearnerConfig, MetaLearner
+from bench.core.meta_gradient import resolve_execution
+from bench.store.protocol import Protocol, load_protocol
+from bench.core.train import meta_train
 from regularizers import build_regularizer
 
 TEST_SEED_OFFSET = 1_000_003      # the meta-test episodes of seed s are drawn from seed s + offset
@@ -62,7 +62,7 @@ class Experiment:
 
 def test_batch(requested: int, device: torch.device) -> int:
     """Test episodes adapted at once: the protocol's batch on a GPU, one on the CPU, where batching episodes does
-    not pay (bench/peers.py: about half the episodes per second at batch 4). Results depend on it only through
+    not pay (bench/benchmarks/peers.py: about half the episodes per second at batch 4). Results depend on it only through
     floating-point summation order (the noise is per episode)."""
     return requested if device.type == "cuda" else 1
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.errors import UserError
-from bench.hooks import Regularizer
+from bench.util.errors import UserError
+from bench.core.regularizer import Regularizer
 from regularizers.fgsm import FGSM
 from regularizers.information import VIB, InformationDropout
 from regularizers.meta_dropout import MetaDropout

@@ -1,5 +1,5 @@
 """Adversarial inner steps (Figure 5's baselines): every inner step trains on fast-gradient examples of the support
-set (Goodfellow et al., 2015; L2 / L1 as the normalised-gradient generalisation, bench/attacks.py), computed against
+set (Goodfellow et al., 2015; L2 / L1 as the normalised-gradient generalisation, bench/core/attacks.py), computed against
 the current inner parameters, in pixel units on the [0, 1] scale."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Callable
 
 import torch
 
-from bench.attacks import NORMS, fast_gradient
-from bench.hooks import ForwardContext, Regularizer
+from bench.core.attacks import NORMS, fast_gradient
+from bench.core.regularizer import ForwardContext, Regularizer
 
 
 class FGSM(Regularizer):

@@ -8,9 +8,9 @@ import math
 
 import torch
 
-from bench.backbone import BackboneSpec
-from bench.hooks import ForwardContext, Params, Regularizer
-from bench.ops import softplus
+from bench.core.backbone import BackboneSpec
+from bench.core.regularizer import ForwardContext, Params, Regularizer
+from bench.ops.kernels import softplus
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
@@ -72,6 +72,6 @@ class InformationDropout(InformationRegularizer):
 
     def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # log sigmoid(rho) written as -softplus(-rho): F.logsigmoid's batching rule fails under nested vmap on CUDA
-        # ("SmallVector unable to grow", torch 2.11, H100), so tests/test_cuda_graph.py failed on this line
+        # ("SmallVector unable to grow", torch 2.11, H100), so tests/execution/test_cuda_graph.py failed on this line
         log_alpha = -softplus(-rho) + math.log(self.hyper["alpha_max"])
         return a * torch.exp(log_alpha.exp() * eps), -log_alpha

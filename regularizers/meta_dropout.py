@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.backbone import BackboneSpec
-from bench.hooks import ForwardContext, Params, Regularizer
-from bench.ops import mul_softplus, softplus
+from bench.core.backbone import BackboneSpec
+from bench.core.regularizer import ForwardContext, Params, Regularizer
+from bench.ops.kernels import mul_softplus, softplus
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.backbone import N_BLOCKS, BackboneSpec
-from bench.hooks import ForwardContext, Regularizer
+from bench.core.backbone import N_BLOCKS, BackboneSpec
+from bench.core.regularizer import ForwardContext, Regularizer
 
 MIX_LAYERS = N_BLOCKS + 1          # the input (0) and the pooled outputs of blocks 1..4
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from bench.backbone import INIT_STD, N_BLOCKS, BackboneSpec
-from bench.hooks import ForwardContext, Params, Regularizer
-from bench.ops import softplus
+from bench.core.backbone import INIT_STD, N_BLOCKS, BackboneSpec
+from bench.core.regularizer import ForwardContext, Params, Regularizer
+from bench.ops.kernels import softplus
 from regularizers.meta_dropout import MetaDropout
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 

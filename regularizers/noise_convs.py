@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.backbone import N_BLOCKS, BackboneSpec, conv_init
-from bench.hooks import Params
-from bench.ops import conv2d
+from bench.core.backbone import N_BLOCKS, BackboneSpec, conv_init
+from bench.core.regularizer import Params
+from bench.ops.kernels import conv2d
 
 
 def block_noise(spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,

@@ -1,5 +1,5 @@
 """No perturbation: plain MAML / Meta-SGD."""
-from bench.hooks import Regularizer
+from bench.core.regularizer import Regularizer
 
 
 class NoRegularizer(Regularizer):

@@ -1,7 +1,7 @@
 """Result tables (Markdown + LaTeX) and the paper's figures for the Meta-Dropout reproduction, beside its numbers."""
 from tables.aggregate import aggregate, aggregate_robustness
 from tables.defs import attacks_of, cells, load_table_def, row_columns
-from tables.fig5_robustness import plot_robustness
+from tables.figures.fig5_robustness import plot_robustness
 from tables.latex import latex_document, render_latex
 from tables.paper import cited_rows, load_paper_numbers, paper_runs
 from tables.render import render_markdown, write_tables

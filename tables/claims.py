@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import UserError
-from bench.protocol import read_yaml
+from bench.util.errors import UserError
+from bench.store.protocol import read_yaml
 from tables.aggregate import results_by_cell
 from tables.defs import attacks_of, load_table_def, row_columns
 from tables.paired import Comparison, apply_holm, compare

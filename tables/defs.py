@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.attacks import check_norm
-from bench.errors import UserError
+from bench.core.attacks import check_norm
+from bench.util.errors import UserError
 from tables.paper import paper_runs
 
 TABLES_DIR = Path(__file__).resolve().parents[1] / "configs" / "tables"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.attacks import PIXEL_UNITS
-from bench.errors import UserError
+from bench.core.attacks import PIXEL_UNITS
+from bench.util.errors import UserError
 from tables.aggregate import results_by_cell
 from tables.defs import row_columns
 from tables.stats import Interval, holm, t_interval, wilcoxon_p, won_tied_lost

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.atomic import write_text_atomic
+from bench.util.atomic import write_text_atomic
 from tables.latex import render_latex
 from tables.layout import Markup, build_lines
 from tables.run_protocols import SMOKE_NOTE, header_text, is_smoke

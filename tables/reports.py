@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.atomic import write_text_atomic
+from bench.util.atomic import write_text_atomic
 from tables.claims import evaluate_claims, load_claims
 from tables.claims_table import render_claims_latex, render_claims_markdown
 from tables.defs import load_table_def
-from tables.figure_set import FIGURES
+from tables.figures.figure_set import FIGURES
 from tables.paired_table import render_paired_latex, render_paired_markdown
 
 NOT_PAIRED = (*FIGURES, "curves")   # the figures and the learning curves carry their own comparisons

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import ops
-from bench.paths import DATA_ROOT_ENV
+from bench.ops import kernels as ops
+from bench.util.paths import DATA_ROOT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +45,6 @@ def mini_imagenet_root(data_root: Path) -> Path:
 
 @pytest.fixture
 def cpu_kernels_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CPU kernels of bench/ops.py also for the tests' small inputs (in use they start at
+    """The CPU kernels of bench/ops/kernels.py also for the tests' small inputs (in use they start at
     ops.FAST_MIN_POSITIONS), so that the gradient checks cover them."""
     monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from bench.backbone import BackboneSpec
-from bench.episodes import Episodes
-from bench.learner import EXECUTIONS, LearnerConfig, MetaLearner
-from bench.meta_gradient import meta_gradients as execution_meta_gradients
+from bench.core.backbone import BackboneSpec
+from bench.data.episodes import Episodes
+from bench.core.learner import EXECUTIONS, LearnerConfig, MetaLearner
+from bench.core.meta_gradient import meta_gradients as execution_meta_gradients
 from regularizers import build_regularizer
 
 TINY = BackboneSpec(in_channels=1, image_size=16, channels=4, ways=3)

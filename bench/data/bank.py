@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench.attacks import PixelSpace
+from bench.core.attacks import PixelSpace
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ImageBank:
 
     def to_float(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Normalise uint8 images (any leading dims, then C, H, W) to floats: (x / 255 - mean) / std computed as
-        x * scale + shift, a conversion and two in-place multiply-adds (bench/sampler_speed.py: 9x faster on the
+        x * scale + shift, a conversion and two in-place multiply-adds (bench/benchmarks/sampler_speed.py: 9x faster on the
         CPU than dividing by the broadcast std; mixed uint8-float kernels are slower still)."""
         shift, scale = self._moments(dtype, x.device)
         return x.to(dtype).mul_(scale).add_(shift)

@@ -9,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from bench.atomic import atomic_path
-from bench.notice import warn
+from bench.util.atomic import atomic_path
+from bench.util.notice import warn
 
 Built = tuple[np.ndarray, list[str]]
 

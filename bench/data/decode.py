@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from bench.data.tree import FileTree
-from bench.errors import UserError
+from bench.util.errors import UserError
 
 OMNIGLOT_SIZE = 28
 OMNIGLOT_SOURCE = 105

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from urllib.request import urlopen
 
-from bench.errors import UserError
+from bench.util.errors import UserError
 
 
 def md5sum(path: Path) -> str:

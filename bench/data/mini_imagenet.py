@@ -22,12 +22,12 @@ import numpy as np
 
 from bench.data.bank import ImageBank
 from bench.data.cache import cached_arrays
-from bench.atomic import write_text_atomic
+from bench.util.atomic import write_text_atomic
 from bench.data.decode import decode_groups, rgb84
 from bench.data.duplicates import apply_report, build_report, digest, group_identical
 from bench.data.tree import FileTree
-from bench.errors import UserError
-from bench.paths import cache_dir
+from bench.util.errors import UserError
+from bench.util.paths import cache_dir
 
 SPLITS = ("train", "val", "test")
 CLASSES = {"train": 64, "val": 16, "test": 20}

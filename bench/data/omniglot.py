@@ -20,8 +20,8 @@ from bench.data.cache import cached_arrays
 from bench.data.decode import omniglot_png, decode_groups
 from bench.data.duplicates import apply_report, build_report, digest, group_identical
 from bench.data.tree import FileTree
-from bench.errors import UserError
-from bench.paths import cache_dir
+from bench.util.errors import UserError
+from bench.util.paths import cache_dir
 
 PARTS = {"images_background": (30, 964), "images_evaluation": (20, 659)}   # alphabets, characters
 OFFICIAL_MD5 = {"images_background": "68d2efa1b9178cc56df9314c21c6e718",

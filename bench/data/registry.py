@@ -11,8 +11,8 @@ from bench.data.bank import ImageBank
 from bench.data.mini_imagenet import SPLITS as MINI_SPLITS, ZIP_NAME, formats_present, load_mini_imagenet
 from bench.data.omniglot import PARTS as OMNIGLOT_PARTS, SPLITS as OMNIGLOT_SPLITS, load_omniglot
 from bench.data.synthetic import synthetic_bank
-from bench.errors import UserError
-from bench.paths import data_root
+from bench.util.errors import UserError
+from bench.util.paths import data_root
 
 SYNTHETIC_SPLITS = ("train", "val", "test")
 

@@ -7,7 +7,7 @@ import zipfile
 from functools import cached_property
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.util.errors import UserError
 
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError)
 

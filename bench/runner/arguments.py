@@ -1,0 +1,34 @@
+"""Checks of the command line that need nothing heavy (no torch): they answer at once, before any import that
+takes seconds."""
+from __future__ import annotations
+
+import argparse
+
+from bench.util.errors import UserError
+
+TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig4": "fig4", "fig5": "fig5", "fig6": "fig6",
+               "fig7": "fig7", "curves": "curves", "choices": "choices"}
+PAPER_TABLES = ["1", "2", "3", "fig4", "fig5", "fig6", "fig7"]      # what 'all' means: the paper's tables, figures
+
+
+def table_names(spec: str) -> list[str]:
+    """'all', '2', 'fig5', 'curves', 'choices' (the reproduction's own switches) or '1,3' -> table definition
+    names."""
+    keys = PAPER_TABLES if spec == "all" else [s.strip() for s in spec.split(",")]
+    unknown = [k for k in keys if k not in TABLE_NAMES]
+    if unknown:
+        raise UserError(f"unknown table {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)} or all")
+    return [TABLE_NAMES[k] for k in keys]
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """--jobs, --threads and --seeds are counts: at least 1 (--jobs may be left to the machine)."""
+    for flag, value in (("--jobs", args.jobs), ("--threads", args.threads), ("--seeds", args.seeds)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value} is not allowed: {flag} must be an integer >= 1")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything about the command line that can be checked without loading the suite."""
+    table_names(args.table)
+    check_counts(args)

@@ -1,0 +1,207 @@
+"""The run_all.py workflow: tables -> cells -> checks -> (estimate | run) -> Markdown, LaTeX and the paper's figures.
+Everything a run needs is checked before the first cell starts; the tables are rendered from every record in the
+results folder that fits them, whatever subset this invocation ran."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from bench.runner.arguments import check_arguments, table_names
+from bench.util.atomic import write_text_atomic
+from bench.store.cell_record import is_failure
+from bench.runner.cells import expand
+from bench.util.errors import UserError
+from bench.runner.estimate import Calibration, calibrate, human, reference_calibration, sweep_seconds
+from bench.runner.backends import execute, local_devices
+from bench.runner.preflight import check_data_for, check_results_folder, check_rows
+from bench.store.protocol import identity, parse_overrides
+from bench.store.results import ResultStore
+from bench.runner.run_cell import RunOptions
+from tables import latex_document, load_table_def, render_latex, write_tables
+from tables.claims import claim_tables, load_claims
+from tables.figures.curves import write_curves
+from tables.figures.figure_set import FIGURES, write_figure_set
+from tables.figures.context import FigureContext
+from tables.reports import write_reports
+from tables.run_protocols import with_run_protocols
+
+NAMED_AT_MOST = 5             # busy or failed cells named in one message
+
+
+def _setting(config: dict) -> str:
+    """Everything that shapes the result except the seed (the protocol's identity, learner, regularizer,
+    hyper-parameters), as one comparable string."""
+    return json.dumps([identity(config["protocol"])] + [config[k] for k in ("learner", "regularizer", "hyper")],
+                      sort_keys=True)
+
+
+def placed_results(store: ResultStore, table_cells: list[dict]) -> list[dict]:
+    """Every record in the folder (any seed, results and failures) of the settings of `table_cells` (one cell
+    per setting), one copy per place it fills."""
+    by_setting: dict[str, list[dict]] = {}
+    for record in store.all_results().values():
+        by_setting.setdefault(_setting(record["config"]), []).append(record)
+    return [{**record, **place} for cell in table_cells for record in by_setting.get(_setting(cell), [])
+            for place in cell["places"]]
+
+
+def render(store: ResultStore, table_cells: list[dict], tables: list[str], paired: bool = False,
+           claims: bool = False, data_root: str | None = None, device: str = "cpu",
+           failures: list[str] | None = None) -> list[Path]:
+    """Write every asked table and figure from the records in the folder, paired.md and, if asked, claims.md;
+    paired adds the paired column block to the tables. Returns the files. Figures 4, 6 and 7 load their cells'
+    final checkpoints and data (their own work runs on `device`, once: it is cached); a figure that cannot be
+    drawn is reported in `failures` and the others are still written. A write that fails (full disk) is one
+    UserError line; files already written stay as they were."""
+    out_dir = store.root / "tables"
+    records = placed_results(store, table_cells)
+    placed = {table: [r for r in records if r["table"] == table] for table in tables}
+    context = FigureContext(out_dir, store, data_root, device)
+    written, fragments = [], []
+    try:
+        for table, results in placed.items():
+            table_def = with_run_protocols(load_table_def(table), table_cells)
+            if table in FIGURES:
+                written += _figure(table, table_def, [r for r in results if not is_failure(r)], context, failures)
+            elif table == "curves":
+                written += write_curves(table_def, results, out_dir)
+            else:
+                written += write_tables(table_def, results, out_dir, paired)
+                fragments.append(render_latex(table_def, results, paired))
+        reports, report_fragments = write_reports(out_dir, placed, claims)
+        written += reports
+        fragments += report_fragments
+        if fragments:
+            written.append(write_text_atomic(out_dir / "tables.tex", latex_document(fragments)))
+    except OSError as err:
+        raise UserError(f"cannot write the tables in {out_dir} ({err.strerror}); the cell results are kept: free "
+                        "space and run again with --render-only") from None
+    return written
+
+
+def _figure(table: str, fig_def: dict, results: list[dict], context: FigureContext,
+            failures: list[str] | None) -> list[Path]:
+    """Draw one figure from finished results, timing it; a figure that cannot be drawn goes to `failures`."""
+    began, cpu = time.perf_counter(), time.process_time()
+    try:
+        written = write_figure_set(table, fig_def, results, context)
+    except UserError as err:
+        (failures if failures is not None else []).append(f"{table}: {err}")
+        return []
+    print(f"{table}: drawn in {time.perf_counter() - began:.1f} s ({time.process_time() - cpu:.1f} s of CPU)",
+          file=sys.stderr)
+    return written
+
+
+def dry_run(cells: list[dict], states: dict[str, str], calibration: Calibration, workers: int, where: str) -> float:
+    """Print the cells with their state or estimated time; returns the wall-clock estimate of what is left."""
+    rows = [[c["name"], ", ".join(f"{p['table']}:{p['row']}" for p in c["places"]),
+             human(calibration.cell_seconds(c)) if states[c["name"]] == "todo" else states[c["name"]]]
+            for c in cells]
+    print(tabulate(rows, headers=["cell", "fills", "estimate"]))
+    left = sweep_seconds([c for c in cells if states[c["name"]] == "todo"], calibration, workers)
+    print(f"{len(cells)} cells, {_count(states, 'done')} done, {_count(states, 'failed')} failed; about {human(left)} "
+          f"left on {where} (calibration: {calibration.source})")
+    return left
+
+
+def _count(states: dict[str, str], state: str) -> int:
+    return sum(s == state for s in states.values())
+
+
+def _named(names: list[str]) -> str:
+    more = len(names) - NAMED_AT_MOST
+    return ", ".join(names[:NAMED_AT_MOST]) + (f" and {more} more" if more > 0 else "")
+
+
+def report(statuses: list[dict], states: dict[str, str], figure_failures: list[str]) -> int:
+    """Print what failed or was busy; returns 1 when a selected cell has failed (now or before) or a figure could
+    not be drawn, else 0."""
+    failed = [s for s in statuses if s["status"] == "failed"]
+    for s in failed:
+        print(f"failed: {s['name']}: {s['error']}", file=sys.stderr)
+    before = [name for name, state in states.items() if state == "failed"]
+    if before:
+        print(f"{len(before)} cells failed in an earlier run and were skipped (see the tables' notes; "
+              f"--retry-failed runs them again): {_named(before)}", file=sys.stderr)
+    busy = [f"{s['name']} ({s.get('owner', '?')})" for s in statuses if s["status"] == "busy"]
+    if busy:
+        print(f"{len(busy)} cells are running in another process; run again later to include them: {_named(busy)}",
+              file=sys.stderr)
+    for failure in figure_failures:
+        print(f"figure not drawn: {failure}", file=sys.stderr)
+    return 1 if failed or before or figure_failures else 0
+
+
+def run_options(args: argparse.Namespace, store: ResultStore) -> RunOptions:
+    """How this invocation runs its cells: progress bars on a terminal, plain lines in a log."""
+    return RunOptions(str(store.root), args.data_root, args.threads, args.retry_failed,
+                      "bars" if sys.stderr.isatty() else "lines")
+
+
+def _estimate(args: argparse.Namespace, cells: list[dict], kind: str) -> tuple[Calibration, int, str]:
+    """The calibration, the number of parallel workers and their description for the cells to run."""
+    if args.backend == "ray" or not cells:
+        return reference_calibration(kind), 1, f"one {'GPU' if kind == 'gpu' else 'CPU core'}"
+    devices = local_devices(args.device, args.jobs)
+    plural = "s" if len(devices) > 1 else ""
+    where = (f"{len(devices)} GPU{plural}" if devices[0].startswith("cuda") else
+             f"{len(devices)} CPU worker{plural}, {args.threads} thread{'s' if args.threads > 1 else ''} each")
+    return calibrate(cells, devices[0], args.threads), len(devices), where
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """Check everything, expand the tables into cells, run what is left, render; returns the exit code."""
+    check_arguments(args)
+    tables = table_names(args.table)
+    claims = args.claims or args.table == "all"
+    if args.claims:
+        tables += [t for t in claim_tables(load_claims()) if t not in tables]
+    overrides = parse_overrides(args.set)
+    table_cells = expand(tables, args.preset, 1, overrides)
+    check_rows(table_cells)
+    cells = expand(tables, args.preset, args.seeds, overrides, args.only)
+    store = ResultStore(args.results)
+    check_results_folder(store.root, writable=not args.dry_run)
+    has_gpu = args.device not in ("cpu",) and torch.cuda.is_available()
+    kind = "gpu" if has_gpu or (args.backend == "ray" and args.device == "cuda") else "cpu"
+    if args.backend == "local":
+        local_devices(args.device, args.jobs)                      # a device this machine lacks: stop now
+    states = {c["name"]: store.state(c, args.retry_failed) for c in cells}
+    todo = [c for c in cells if states[c["name"]] == "todo"]
+    if not args.render_only:
+        check_data_for(todo, args.data_root)
+    if args.dry_run:
+        dry_run(cells, states, *_estimate(args, todo, kind))
+        return 0
+    statuses = []
+    if todo and not args.render_only:
+        if args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
+            left = sweep_seconds(todo, reference_calibration(kind), 1)
+            raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take about "
+                            f"{human(left)} on this CPU; use --preset smoke, a GPU, --backend ray, or --yes")
+        calibration, workers, where = _estimate(args, todo, kind)
+        print(f"{len(cells)} cells: {_count(states, 'done')} done, {_count(states, 'failed')} failed before, "
+              f"{len(todo)} to run (about {human(sweep_seconds(todo, calibration, workers))} on {where})",
+              file=sys.stderr)
+        try:
+            statuses = execute(todo, run_options(args, store), args.backend, args.device, args.jobs,
+                               args.ray_address)
+        finally:
+            store.release_dead_locks()
+    figure_device = "cuda" if has_gpu and args.device in ("auto", "cuda") else "cpu"
+    figure_failures: list[str] = []
+    for path in render(store, table_cells, tables, args.paired, claims, args.data_root, figure_device,
+                       figure_failures):
+        print(f"wrote {path}", file=sys.stderr)
+    for table in tables:
+        md = store.root / "tables" / f"{table}.md"
+        if md.exists():
+            print(md.read_text())
+    return report(statuses, states, figure_failures)

@@ -1,0 +1,1 @@
+"""Small shared utilities: errors, notices, atomic writes, paths, devices, failures (no project imports)."""
