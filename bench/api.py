@@ -8,17 +8,18 @@ from typing import Any
 
 import torch
 
-from bench.execution.allocator import retain_freed_memory
 from bench.core.backbone import BackboneSpec
-from bench.data.bank import ImageBank
-from bench.util.devices import check_device
-from bench.data.registry import load_bank
-from bench.data.episodes import EpisodeSampler, FixedEpisodes
 from bench.core.evaluate import meta_test
+from bench.core.executor import Executor
 from bench.core.learner import LearnerConfig, MetaLearner
-from bench.core.meta_gradient import resolve_execution
-from bench.store.protocol import Protocol, load_protocol
 from bench.core.train import meta_train
+from bench.data.bank import ImageBank
+from bench.data.episodes import EpisodeSampler, FixedEpisodes
+from bench.data.registry import load_bank
+from bench.execution import executor_for
+from bench.execution.allocator import retain_freed_memory
+from bench.store.protocol import Protocol, load_protocol
+from bench.util.devices import check_device
 from regularizers import build_regularizer
 
 TEST_SEED_OFFSET = 1_000_003      # the meta-test episodes of seed s are drawn from seed s + offset
@@ -26,13 +27,15 @@ TEST_SEED_OFFSET = 1_000_003      # the meta-test episodes of seed s are drawn f
 
 @dataclass
 class Experiment:
-    """A protocol x learner x regularizer x seed, with its banks, samplers and meta-learner."""
+    """A protocol x learner x regularizer x seed, with its banks, samplers, meta-learner and the executor that
+    runs it fast on its device (bench.execution.executor_for)."""
 
     protocol: Protocol
     learner: MetaLearner
     train_bank: ImageBank
     test_bank: ImageBank
     seed: int
+    executor: Executor
     train_summary: dict[str, Any] = field(default_factory=dict)
 
     def train(self, checkpoint_path: Path | None = None, progress: bool = True, **kwargs: Any) -> dict:
@@ -42,7 +45,7 @@ class Experiment:
                                  dtype=self.learner.dtype)
         self.train_summary = meta_train(self.learner, sampler, p.iterations, p.meta_lr, p.meta_batch,
                                         checkpoint_path=checkpoint_path, checkpoint_every=p.checkpoint_every,
-                                        progress=progress, cuda_graph=p.cuda_graph, **kwargs)
+                                        progress=progress, executor=self.executor, **kwargs)
         return self.train_summary
 
     def test(self, episodes: int | None = None, attacks: dict[str, list[float]] | None = None,
@@ -53,18 +56,11 @@ class Experiment:
         episodes = episodes or p.test_episodes
         fixed = FixedEpisodes(self.test_bank, p.ways, p.shots, p.test_queries or p.queries,
                               seed=self.seed + TEST_SEED_OFFSET, count=episodes, dtype=self.learner.dtype)
-        result = meta_test(self.learner, fixed, episodes, test_batch(p.test_batch, self.learner.device),
-                           attacks=attacks,
-                           pixel_space=self.test_bank.pixel_space(self.learner.dtype),
-                           progress=progress, sample_chunk=p.test_sample_chunk, seed=self.seed + TEST_SEED_OFFSET)
+        result = meta_test(self.learner, fixed, episodes, self.executor.test_batch(p.test_batch), attacks=attacks,
+                           pixel_space=self.test_bank.pixel_space(self.learner.dtype), progress=progress,
+                           sample_chunk=p.test_sample_chunk, seed=self.seed + TEST_SEED_OFFSET,
+                           executor=self.executor)
         return {**result, "episodes": fixed.describe()}
-
-
-def test_batch(requested: int, device: torch.device) -> int:
-    """Test episodes adapted at once: the protocol's batch on a GPU, one on the CPU, where batching episodes does
-    not pay (bench/benchmarks/peers.py: about half the episodes per second at batch 4). Results depend on it only through
-    floating-point summation order (the noise is per episode)."""
-    return requested if device.type == "cuda" else 1
 
 
 def build_experiment(protocol: Protocol | str, learner: str = "maml", regularizer: str = "none",
@@ -79,7 +75,7 @@ def build_experiment(protocol: Protocol | str, learner: str = "maml", regularize
     spec = BackboneSpec(p.in_channels, p.image_size, p.channels, p.ways, bn_mode=p.bn_mode)
     config = LearnerConfig(algorithm=learner, inner_lr=p.inner_lr, inner_steps=p.inner_steps,
                            first_order=p.first_order, mc_train=p.mc_train, mc_test=p.mc_test,
-                           execution=resolve_execution(p.execution, device), alpha_init=p.metasgd_alpha_init,
+                           execution=p.execution, alpha_init=p.metasgd_alpha_init,
                            alpha_range=tuple(p.metasgd_alpha_range))
     meta_learner = MetaLearner(spec, build_regularizer(regularizer, hyper), config, seed=seed, device=device,
                                dtype=dtype)
@@ -87,4 +83,4 @@ def build_experiment(protocol: Protocol | str, learner: str = "maml", regularize
                        drop_cross_split_duplicates=p.drop_cross_split_duplicates, **p.data_options)
              for split in (p.train_split, p.test_split)]
     meta_learner.reg.bind_pixels(banks[0].pixel_space(dtype))
-    return Experiment(p, meta_learner, *banks, seed)
+    return Experiment(p, meta_learner, *banks, seed, executor_for(meta_learner, p.cuda_graph))

@@ -1,32 +1,16 @@
-"""Regularizer registry: one file per family; add a class here to make it selectable by name."""
+"""The regularizers: one file per family, each class registered by @register (bench/core/regularizer.py). Every
+module in this folder is imported here, so a new file is selectable by its class's name with no other edit."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
+from bench.core.regularizer import REGISTRY, Regularizer
 from bench.util.errors import UserError
-from bench.core.regularizer import Regularizer
-from regularizers.fgsm import FGSM
-from regularizers.information import VIB, InformationDropout
-from regularizers.meta_dropout import MetaDropout
-from regularizers.mixup import Mixup
-from regularizers.noise_ablations import (DeterministicMetaDropout, FixedGaussian, IndependentGaussian,
-                                          MetaDropoutAdditive, MetaDropoutLearnedVariance, WeightGaussian)
-from regularizers.none import NoRegularizer
 
-REGISTRY: dict[str, type[Regularizer]] = {cls.name: cls for cls in (
-    NoRegularizer,
-    MetaDropout,
-    FixedGaussian,
-    IndependentGaussian,
-    WeightGaussian,
-    DeterministicMetaDropout,
-    MetaDropoutLearnedVariance,
-    MetaDropoutAdditive,
-    Mixup,
-    VIB,
-    InformationDropout,
-    FGSM,
-)}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_regularizer(name: str, hyper: dict[str, Any] | None = None) -> Regularizer:
@@ -34,3 +18,6 @@ def build_regularizer(name: str, hyper: dict[str, Any] | None = None) -> Regular
     if name not in REGISTRY:
         raise UserError(f"unknown regularizer '{name}'; registered: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name](**(hyper or {}))
+
+
+__all__ = ["REGISTRY", "build_regularizer"]

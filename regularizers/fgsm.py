@@ -1,6 +1,6 @@
 """Adversarial inner steps (Figure 5's baselines): every inner step trains on fast-gradient examples of the support
-set (Goodfellow et al., 2015; L2 / L1 as the normalised-gradient generalisation, bench/core/attacks.py), computed against
-the current inner parameters, in pixel units on the [0, 1] scale."""
+set (Goodfellow et al., 2015; L2 / L1 as the normalised-gradient generalisation, bench/core/attacks.py), computed
+against the current inner parameters, in pixel units on the [0, 1] scale."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,9 +8,10 @@ from typing import Callable
 import torch
 
 from bench.core.attacks import NORMS, fast_gradient
-from bench.core.regularizer import ForwardContext, Regularizer
+from bench.core.regularizer import ForwardContext, Regularizer, register
 
 
+@register
 class FGSM(Regularizer):
     """x <- x + epsilon * d(grad_x L(x; theta_k)) on the support set at each step k, d the unit direction of `norm`
     in pixel units (linf: sign); clamped to the pixel range like the meta-test attack unless `clamp` is false.

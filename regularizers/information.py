@@ -9,8 +9,8 @@ import math
 import torch
 
 from bench.core.backbone import BackboneSpec
-from bench.core.regularizer import ForwardContext, Params, Regularizer
-from bench.ops.kernels import softplus
+from bench.core.regularizer import ForwardContext, Params, Regularizer, register
+from bench.ops.dispatch import Ops
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
@@ -20,6 +20,7 @@ class InformationRegularizer(Regularizer):
 
     hyper_defaults = {"beta": 1e-4}
     draws_noise = True
+    needs_full_activation = True       # the noise acts on the ReLU output before pooling
     prefix = "info"
 
     def validate(self) -> None:
@@ -32,19 +33,21 @@ class InformationRegularizer(Regularizer):
                      device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         return block_noise(spec, n, sample_shape, generator, device, dtype)
 
-    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor,
+                ops: Ops) -> tuple[torch.Tensor, torch.Tensor]:
         """(noisy activation, KL per unit) from the ReLU output a and the noise conv's output rho."""
         raise NotImplementedError
 
     def on_activation(self, block: int, h_in: torch.Tensor, a: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if not ctx.stochastic:
             return a
-        rho = conv_on_input(ctx.params, f"{self.prefix}.conv", block, h_in)
-        z, kl = self.perturb(a, rho, ctx.noise[f"eps{block}"])
+        rho = conv_on_input(ctx, f"{self.prefix}.conv", block, h_in)
+        z, kl = self.perturb(a, rho, ctx.noise[f"eps{block}"], ctx.ops)
         ctx.extra_loss = ctx.extra_loss + self.hyper["beta"] * kl.flatten(1).sum(1).mean()
         return z
 
 
+@register
 class VIB(InformationRegularizer):
     """z = a + sigma(h) * eps, sigma = softplus(rho(h)); KL(N(a, sigma^2) || N(0, I)) =
     (a^2 + sigma^2 - 1 - log sigma^2) / 2 per unit (Alemi et al., 2017, Eq. 13's KL)."""
@@ -52,12 +55,14 @@ class VIB(InformationRegularizer):
     name = "vib"
     prefix = "vib"
 
-    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sigma = softplus(rho)
+    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor,
+                ops: Ops) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = ops.softplus(rho)
         kl = 0.5 * (a.square() + sigma.square() - 1 - 2 * torch.log(sigma))
         return a + sigma * eps, kl
 
 
+@register
 class InformationDropout(InformationRegularizer):
     """z = a * exp(alpha(h) * eps), alpha = alpha_max * sigmoid(rho(h)) (log-normal noise, ReLU version);
     KL to the log-uniform prior = -log alpha per unit up to a constant, nonnegative as alpha_max < 1
@@ -70,8 +75,9 @@ class InformationDropout(InformationRegularizer):
         super().validate()
         self.require_in_range("alpha_max", 0.0, 1.0, low_inclusive=False)
 
-    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor,
+                ops: Ops) -> tuple[torch.Tensor, torch.Tensor]:
         # log sigmoid(rho) written as -softplus(-rho): F.logsigmoid's batching rule fails under nested vmap on CUDA
         # ("SmallVector unable to grow", torch 2.11, H100), so tests/execution/test_cuda_graph.py failed on this line
-        log_alpha = -softplus(-rho) + math.log(self.hyper["alpha_max"])
+        log_alpha = -ops.softplus(-rho) + math.log(self.hyper["alpha_max"])
         return a * torch.exp(log_alpha.exp() * eps), -log_alpha

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from bench.core.backbone import BackboneSpec
-from bench.core.regularizer import ForwardContext, Params, Regularizer
-from bench.ops.kernels import mul_softplus, softplus
+from bench.core.regularizer import ForwardContext, Params, Regularizer, register
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
+@register
 class MetaDropout(Regularizer):
     """Per block l, a phi-conv on the block input h^(l-1) gives mu^(l); f^(l) <- f^(l) * softplus(mu + eps).
 
@@ -21,7 +21,7 @@ class MetaDropout(Regularizer):
     name = "meta_dropout"
     hyper_defaults = {"logit_noise": True}
     draws_noise = True
-    samples_as_batch = True        # Eq. 5-6 and the logit noise act on each example alone
+    acts_per_example = True        # Eq. 5-6 and the logit noise act on each example alone
 
     @property
     def logit_noise(self) -> bool:
@@ -49,19 +49,18 @@ class MetaDropout(Regularizer):
                                               dtype=dtype)
         return noise
 
-    def mu(self, block: int, h_in: torch.Tensor, params: Params) -> torch.Tensor:
+    def mu(self, block: int, h_in: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """mu^(l)(h^(l-1)): the phi-conv on the block's input (Eq. 5)."""
-        return conv_on_input(params, "phi.conv", block, h_in)
+        return conv_on_input(ctx, "phi.conv", block, h_in)
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        a = self.mu(block, h_in, ctx.params)
+        a = self.mu(block, h_in, ctx)                 # the query path: a = mu (Eq. 4's mean)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]          # Eq. 5: a ~ N(mu, I)
-            return f * softplus(a)                   # Eq. 6: f o softplus(a)
-        return mul_softplus(f, a)                    # Eq. 6 with a = mu (query): saves f and a, not the product
+        return ctx.ops.mul_softplus(f, a)            # Eq. 6: f o softplus(a)
 
     def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if not (ctx.stochastic and self.logit_noise):
             return logits
-        sigma = softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
+        sigma = ctx.ops.softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
         return logits + sigma.unsqueeze(-1) * ctx.noise["eps_logits"]

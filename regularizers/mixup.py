@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.backbone import N_BLOCKS, BackboneSpec
-from bench.core.regularizer import ForwardContext, Regularizer
+from bench.core.regularizer import ForwardContext, Regularizer, register
 
 MIX_LAYERS = N_BLOCKS + 1          # the input (0) and the pooled outputs of blocks 1..4
 
@@ -18,6 +18,7 @@ def beta_draws(gamma: float, shape: tuple[int, ...], generator: torch.Generator,
     return torch._sample_dirichlet(concentration, generator=generator)[..., 0]
 
 
+@register
 class Mixup(Regularizer):
     """Per sample: a layer k uniform in {input, block 1..4 outputs}, a permutation pi of the support examples and
     lambda ~ Beta(gamma, gamma); h_k <- lambda h_k + (1 - lambda) h_k[pi], y <- lambda y + (1 - lambda) y[pi]

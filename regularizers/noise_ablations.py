@@ -7,8 +7,7 @@ import math
 import torch
 
 from bench.core.backbone import INIT_STD, N_BLOCKS, BackboneSpec
-from bench.core.regularizer import ForwardContext, Params, Regularizer
-from bench.ops.kernels import softplus
+from bench.core.regularizer import ForwardContext, Params, Regularizer, register
 from regularizers.meta_dropout import MetaDropout
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
@@ -16,13 +15,14 @@ SOFTPLUS_INV_ONE = math.log(math.e - 1)      # softplus(SOFTPLUS_INV_ONE) = 1
 NOISE_SHAPES = ("element", "channel")
 
 
+@register
 class FixedGaussian(Regularizer):
     """a ~ N(0, I), f <- f * softplus(a); no parameters. The query path uses a = 0 (Eq. 4's a = mean), i.e. a
     constant factor log 2 that the following batch norm all but cancels (only its eps term sees it)."""
 
     name = "fixed_gaussian"
     draws_noise = True
-    samples_as_batch = True
+    acts_per_example = True
 
     def sample_noise(self, spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
                      device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -36,9 +36,10 @@ class FixedGaussian(Regularizer):
         a = self.mean(block, h_in, ctx.params)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]          # Eq. 5 with the table's mean
-        return f * softplus(a)                       # Eq. 6
+        return f * ctx.ops.softplus(a)               # Eq. 6
 
 
+@register
 class IndependentGaussian(FixedGaussian):
     """a ~ N(mu, I) with mu^(l) a meta-learned vector per channel (input-independent), initialised at 0.
     `noise_shape`: "element" draws eps per pre-activation unit, like meta-dropout's Eq. 5, so that only the mean's
@@ -47,6 +48,7 @@ class IndependentGaussian(FixedGaussian):
 
     name = "independent_gaussian"
     hyper_defaults = {"noise_shape": "element"}
+    test_variants = ({"noise_shape": "channel"},)
 
     def validate(self) -> None:
         self.require_choice("noise_shape", NOISE_SHAPES)
@@ -65,6 +67,7 @@ class IndependentGaussian(FixedGaussian):
         return params[f"phi.mu{block}"].view(-1, 1, 1)
 
 
+@register
 class WeightGaussian(Regularizer):
     """Fully factorized Gaussian weights w = theta + sigma * eps, eps ~ N(0, I), resampled every inner step, on
     the conv kernels and the head's weight and bias (noise on a conv bias is a per-channel shift that batch norm
@@ -77,6 +80,7 @@ class WeightGaussian(Regularizer):
     name = "weight_gaussian"
     hyper_defaults = {"sigma_init": 1.0, "sigma_relative": True}
     draws_noise = True
+    test_variants = ({"sigma_init": 1e-3, "sigma_relative": False},)
 
     def validate(self) -> None:
         self.require_positive("sigma_init")
@@ -109,10 +113,11 @@ class WeightGaussian(Regularizer):
     def perturb_weights(self, params: Params, ctx: ForwardContext) -> Params:
         if not ctx.stochastic:
             return params
-        noisy = {n: params[n] + softplus(params[f"phi.rho.{n}"]) * eps for n, eps in ctx.noise.items()}
+        noisy = {n: params[n] + ctx.ops.softplus(params[f"phi.rho.{n}"]) * eps for n, eps in ctx.noise.items()}
         return {**params, **noisy}
 
 
+@register
 class DeterministicMetaDropout(MetaDropout):
     """a = mu(h) on support and query alike (Eq. 5 with zero variance): f <- f * softplus(mu); no noise, no
     logit noise."""
@@ -122,9 +127,10 @@ class DeterministicMetaDropout(MetaDropout):
     draws_noise = False
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return f * softplus(self.mu(block, h_in, ctx.params))
+        return f * ctx.ops.softplus(self.mu(block, h_in, ctx))
 
 
+@register
 class MetaDropoutLearnedVariance(MetaDropout):
     """a ~ N(mu(h), sigma(h)^2), sigma(h) = softplus(a second phi-conv on h), starting near 1 (bias
     softplus^-1(1)); the query uses a = mu. The logit noise is as in meta-dropout."""
@@ -136,13 +142,14 @@ class MetaDropoutLearnedVariance(MetaDropout):
         return {**phi, **block_convs(spec, generator, dtype, "phi.sigma.conv", SOFTPLUS_INV_ONE)}, adapted
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        a = self.mu(block, h_in, ctx.params)
+        a = self.mu(block, h_in, ctx)
         if ctx.stochastic:
-            sigma = softplus(conv_on_input(ctx.params, "phi.sigma.conv", block, h_in))
+            sigma = ctx.ops.softplus(conv_on_input(ctx, "phi.sigma.conv", block, h_in))
             a = a + sigma * ctx.noise[f"eps{block}"]
-        return f * softplus(a)
+        return f * ctx.ops.softplus(a)
 
 
+@register
 class MetaDropoutAdditive(MetaDropout):
     """Additive meta-dropout: Eq. 5 unchanged, Eq. 6's product replaced by a sum. With `softplus` (default),
     f <- f + scale * softplus(mu(h) + eps), query f + scale * softplus(mu(h)): softplus keeps meta-dropout's
@@ -151,6 +158,7 @@ class MetaDropoutAdditive(MetaDropout):
 
     name = "meta_dropout_additive"
     hyper_defaults = {**MetaDropout.hyper_defaults, "scale": 0.1, "softplus": True}
+    test_variants = ({"softplus": False},)
 
     def validate(self) -> None:
         super().validate()
@@ -158,7 +166,7 @@ class MetaDropoutAdditive(MetaDropout):
         self.require_choice("softplus", (True, False))
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        a = self.mu(block, h_in, ctx.params)
+        a = self.mu(block, h_in, ctx)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]
-        return f + self.hyper["scale"] * (softplus(a) if self.hyper["softplus"] else a)
+        return f + self.hyper["scale"] * (ctx.ops.softplus(a) if self.hyper["softplus"] else a)

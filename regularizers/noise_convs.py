@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from bench.core.backbone import N_BLOCKS, BackboneSpec, conv_init
-from bench.core.regularizer import Params
-from bench.ops.kernels import conv2d
+from bench.core.regularizer import ForwardContext, Params
 
 
 def block_noise(spec: BackboneSpec, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
@@ -27,6 +26,6 @@ def block_convs(spec: BackboneSpec, generator: torch.Generator, dtype: torch.dty
     return convs
 
 
-def conv_on_input(params: Params, prefix: str, block: int, h_in: torch.Tensor) -> torch.Tensor:
+def conv_on_input(ctx: ForwardContext, prefix: str, block: int, h_in: torch.Tensor) -> torch.Tensor:
     """Block l's `{prefix}` conv applied to the block's input h^(l-1) (same padding)."""
-    return conv2d(h_in, params[f"{prefix}{block}.weight"], params[f"{prefix}{block}.bias"])
+    return ctx.ops.conv2d(h_in, ctx.params[f"{prefix}{block}.weight"], ctx.params[f"{prefix}{block}.bias"])

@@ -1,7 +1,8 @@
 """No perturbation: plain MAML / Meta-SGD."""
-from bench.core.regularizer import Regularizer
+from bench.core.regularizer import Regularizer, register
 
 
+@register
 class NoRegularizer(Regularizer):
     """Every hook is the identity; no parameters, no noise."""
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.core.attacks import PIXEL_UNITS
+from bench.data.pixels import PIXEL_UNITS
 from bench.store.cell_record import is_failure
 from tables.defs import paper_source, row_columns
 from tables.paper import paper_runs

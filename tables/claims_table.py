@@ -5,8 +5,8 @@ from __future__ import annotations
 from tables.claims import ClaimResult, Tested
 from tables.defs import load_table_def
 from tables.labels import column_text
-from tables.layout import Markup
-from tables.paired_table import fmt_interval, fmt_p, fmt_wtl, latex_headers, longtable, signed
+from tables.markup import LATEX, MARKDOWN, Markup, escape_latex, fmt_interval, fmt_p, latex_headers, longtable, signed
+from tables.paired_table import fmt_wtl
 
 HEADERS = ["#", "Claim / comparison (row vs. reference)", "Paper Δ", "Measured Δ ± 95% CI", "Holm p",
            "Won / tied / lost (%)", "Verdict", "Episodes for 80% power", "Seeds for 80% power"]
@@ -81,7 +81,6 @@ def claim_notes(results: list[ClaimResult], markup: Markup) -> list[str]:
 
 def latex_quote(text: str) -> str:
     """A quoted sentence of the paper in LaTeX: its $...$ math kept, the rest escaped, Greek letters as math."""
-    from tables.latex import escape_latex
     out = []
     for index, part in enumerate(text.split("$")):
         if index % 2:                                  # between dollars: math, as the paper wrote it (no amsmath)
@@ -99,7 +98,6 @@ def sources(results: list[ClaimResult], escape, quote, ellipsis: str) -> list[st
 
 def render_claims_markdown(results: list[ClaimResult]) -> str:
     """claims.md: the claims table, its notes and the paper's sentences."""
-    from tables.render import MARKDOWN
     out = ["# Does the paper's claim reproduce?", "", "| " + " | ".join(HEADERS) + " |",
            "|" + "|".join(["--:", ":--"] + ["--:"] * 4 + [":--"] + ["--:"] * 2) + "|"]
     out += ["| " + " | ".join(cells) + " |" for _, cells in claim_lines(results, MARKDOWN)]
@@ -109,7 +107,6 @@ def render_claims_markdown(results: list[ClaimResult]) -> str:
 
 def render_claims_latex(results: list[ClaimResult]) -> str:
     """claims.tex: the same as a LaTeX fragment (a booktabs longtable)."""
-    from tables.latex import LATEX, escape_latex
     body = []
     for kind, cells in claim_lines(results, LATEX):
         body += ([r"\midrule"] if kind == "claim" else []) + [" & ".join(cells) + r" \\"]

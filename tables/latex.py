@@ -2,32 +2,9 @@
 from __future__ import annotations
 
 from tables.labels import column_title
-from tables.layout import Line, Markup, build_lines
+from tables.layout import build_lines
+from tables.markup import LATEX, Line, escape_latex
 from tables.run_protocols import SMOKE_NOTE, header_text, is_smoke
-
-_ESCAPES = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\^{}", "&": r"\&", "%": r"\%",
-            "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
-
-
-def escape_latex(text: str) -> str:
-    """Escape LaTeX's special characters in plain text."""
-    return "".join(_ESCAPES.get(char, char) for char in text)
-
-
-def _small(text: str) -> str:
-    return f"{{\\scriptsize {text}}}"
-
-
-LATEX = Markup(
-    pm=r" $\pm$ ", delta=r"$\Delta$", minus="$-$", pct=r"\%", missing=r"--$^\dagger$", not_reported=r"--$^\ddagger$",
-    failed=r"--$^\S$",
-    bold=lambda s: f"\\textbf{{{s}}}", small=_small, note=_small,
-    label=lambda row: (r"\hspace{1em}" if row.get("group") else "") + row["label"],
-    group=lambda row: row["group"],
-    escape=escape_latex,
-    stack=lambda top, bottom: f"\\begin{{tabular}}[t]{{@{{}}c@{{}}}}{top}\\\\{bottom}\\end{{tabular}}",
-)
-
 
 def _header(table_def: dict, paired: bool = False) -> list[str]:
     columns = table_def["columns"]

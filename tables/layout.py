@@ -2,52 +2,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pandas as pd
 
 from tables.aggregate import aggregate, failures_by_cell, results_by_cell
 from tables.defs import row_columns
 from tables.labels import column_text
+from tables.markup import Line, Markup, signed
+from tables.paired_table import add_paired_block
 from tables.paper import Reported, cited_rows
 from tables.run_protocols import SMOKE_NOTE, is_smoke
 
 
 MAX_FAILURE_NOTES = 10       # failed cells named in a table's notes; the rest are counted
-
-
-@dataclass(frozen=True)
-class Markup:
-    """The few spellings that differ between output formats."""
-
-    pm: str
-    delta: str
-    minus: str
-    pct: str
-    missing: str
-    not_reported: str
-    failed: str
-    bold: Callable[[str], str]
-    small: Callable[[str], str]
-    note: Callable[[str], str]
-    label: Callable[[dict], str]
-    group: Callable[[dict], str]
-    escape: Callable[[str], str]
-    stack: Callable[[str, str], str] = lambda top, bottom: f"{top} {bottom}"   # two parts of one cell
-
-
-@dataclass
-class Line:
-    """One table line: kind is "section", "group", "run", "paper" or "cited"; cells follow the columns."""
-
-    kind: str
-    label: str
-    cells: list[str] = field(default_factory=list)
-
-
-def _signed(value: float, markup: Markup) -> str:
-    return f"+{value:.2f}" if value >= 0 else f"{markup.minus}{-value:.2f}"
 
 
 def _measured(record: dict, bold: bool, markup: Markup) -> str:
@@ -82,7 +49,7 @@ def _paper(record: dict, markup: Markup) -> str:
     if not math.isnan(record["paper_ci"]):
         text += f"{markup.pm}{record['paper_ci']:.2f}"
     if not math.isnan(record["diff"]):
-        text += f" ({markup.delta} {_signed(record['diff'], markup)})"
+        text += f" ({markup.delta} {signed(record['diff'], markup)})"
     return markup.note(text)
 
 
@@ -179,5 +146,4 @@ def build_lines(table_def: dict, results: list[dict], markup: Markup,
     notes = _notes(frame, table_def, results, markup, smoke)
     if not paired:
         return lines, notes, []
-    from tables.paired_table import add_paired_block      # here: it builds on this module's Line and Markup
     return lines, notes, add_paired_block(lines, notes, table_def, results, markup)

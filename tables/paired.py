@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.core.attacks import PIXEL_UNITS
+from bench.data.pixels import PIXEL_UNITS
 from bench.util.errors import UserError
 from tables.aggregate import results_by_cell
 from tables.defs import row_columns

@@ -6,17 +6,9 @@ from pathlib import Path
 
 from bench.util.atomic import write_text_atomic
 from tables.latex import render_latex
-from tables.layout import Markup, build_lines
+from tables.layout import build_lines
+from tables.markup import MARKDOWN
 from tables.run_protocols import SMOKE_NOTE, header_text, is_smoke
-
-MARKDOWN = Markup(
-    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡", failed="–§",
-    bold=lambda s: f"**{s}**", small=lambda s: s, note=lambda s: f"*{s}*",
-    label=lambda row: row.get("label_md", row["label"]),
-    group=lambda row: row.get("group_md", row["group"]),
-    escape=lambda s: s,
-)
-
 
 def _pipe(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"

@@ -11,6 +11,7 @@ from bench.core.backbone import BackboneSpec
 from bench.data.episodes import Episodes
 from bench.core.learner import EXECUTIONS, LearnerConfig, MetaLearner
 from bench.core.meta_gradient import meta_gradients as execution_meta_gradients
+from bench.ops.dispatch import KernelPlan
 from regularizers import build_regularizer
 
 TINY = BackboneSpec(in_channels=1, image_size=16, channels=4, ways=3)
@@ -18,11 +19,11 @@ TINY = BackboneSpec(in_channels=1, image_size=16, channels=4, ways=3)
 
 def tiny_learner(regularizer: str, hyper: dict[str, Any] | None = None, algorithm: str = "maml",
                  first_order: bool = False, spec: BackboneSpec = TINY, mc_train: int = 1,
-                 dtype: torch.dtype = torch.float64) -> MetaLearner:
+                 dtype: torch.dtype = torch.float64, plan: KernelPlan = KernelPlan()) -> MetaLearner:
     """A learner (float64 unless told) on a 16x16 conv4 of width 4, two inner steps."""
     config = LearnerConfig(algorithm=algorithm, inner_lr=0.1, inner_steps=2, first_order=first_order,
                            mc_train=mc_train)
-    return MetaLearner(spec, build_regularizer(regularizer, hyper), config, seed=3, dtype=dtype)
+    return MetaLearner(spec, build_regularizer(regularizer, hyper), config, seed=3, dtype=dtype, plan=plan)
 
 
 def tiny_episodes(spec: BackboneSpec = TINY, batch: int = 2, shots: int = 2, queries: int = 3,

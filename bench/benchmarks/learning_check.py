@@ -21,7 +21,7 @@ import torch
 from bench.api import Experiment, build_experiment
 from bench.store.protocol import load_protocol, parse_overrides
 from bench.benchmarks.report import report_main, write_report
-from bench.benchmarks.timing import precision_settings
+from bench.util.devices import precision_settings
 from tables.stats import t_interval, won_tied_lost, wilcoxon_p
 
 ROWS = {"maml": "none", "maml+meta_dropout": "meta_dropout"}

@@ -1,5 +1,5 @@
-"""The same meta-training step written the way the generic MAML libraries run it, for bench/benchmarks/peers.py: conv4 (with
-meta-dropout optionally) as a torch.nn.Module of stock ops, and one meta-gradient per task with a backward each,
+"""The same meta-training step written the way the generic MAML libraries run it, for bench/benchmarks/peers.py: conv4
+(with meta-dropout optionally) as a torch.nn.Module of stock ops, and one meta-gradient per task with a backward each,
 through `higher`, learn2learn or a plain torch.func loop. Parameters and noise come from a suite learner, so the
 meta-gradients can be compared with the suite's."""
 from __future__ import annotations

@@ -22,22 +22,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
 from bench.execution.allocator import WORKER_TUNABLES, retain_freed_memory
-from bench.api import TEST_SEED_OFFSET, Experiment, build_experiment, test_batch
+from bench.api import TEST_SEED_OFFSET, Experiment, build_experiment
 from bench.core.noise import EpisodeNoise
+from bench.execution.cpu import CpuExecutor, pool_size
 from bench.data.episodes import EpisodeSampler, Episodes, FixedEpisodes
 from bench.core.evaluate import adapt_and_score
-from bench.core.meta_gradient import meta_gradients
 from bench.benchmarks.peer_models import PEERS, PeerConv4, PeerStep
 from bench.store.protocol import load_protocol
 from bench.benchmarks.report import write_report
-from bench.execution.task_processes import TaskProcessPool, pool_size
 from bench.benchmarks.timing import PeakMemory
 from bench.core.train import make_optimizer, outer_step
 
@@ -95,15 +94,14 @@ def draw_noise(exp: Experiment, episodes: Episodes, generator: torch.Generator) 
             if learner.reg.draws_noise else {} for _ in range(learner.config.inner_steps)]
 
 
-def steps(exp: Experiment, peers: list[str], pool: TaskProcessPool | None = None,
+def steps(exp: Experiment, peers: list[str],
           one_process: Experiment | None = None) -> dict[str, Callable[[Episodes], Any]]:
     """Each implementation's full step from the same initial state; peers draw fresh noise every step; the
-    suite's tasks on the pool's processes where given (as meta_train runs them with several threads), and then
+    suite's tasks on its executor (inside suite_pool: on the task processes, as meta_train runs them), and then
     also the suite's step in one process on the intra-op threads (one_process: an identical experiment)."""
     learner, meta_lr = exp.learner, exp.protocol.meta_lr
     suite_opt = make_optimizer(learner, meta_lr)
-    out: dict[str, Callable[[Episodes], Any]] = {SUITE: lambda ep: outer_step(learner, suite_opt, ep,
-                                                                              processes=pool)}
+    out: dict[str, Callable[[Episodes], Any]] = {SUITE: lambda ep: outer_step(learner, suite_opt, ep, exp.executor)}
     if one_process is not None:
         one_opt = make_optimizer(one_process.learner, meta_lr)
         out[SUITE_ONE_PROCESS] = lambda ep: outer_step(one_process.learner, one_opt, ep)
@@ -113,10 +111,14 @@ def steps(exp: Experiment, peers: list[str], pool: TaskProcessPool | None = None
     return out
 
 
-def suite_pool(exp: Experiment) -> contextlib.AbstractContextManager[TaskProcessPool | None]:
-    """The task-process pool meta_train would use for this experiment at the current thread count (or None)."""
-    processes = pool_size(exp.learner, exp.protocol.meta_batch)
-    return TaskProcessPool(exp.learner, processes) if processes > 1 else contextlib.nullcontext()
+@contextlib.contextmanager
+def suite_pool(exp: Experiment) -> Iterator[list[int]]:
+    """The suite's executor as meta_train runs it at the current thread count (task processes, if any); yields
+    the task processes' ids."""
+    executor = exp.executor
+    with executor.training(exp.learner, exp.protocol.meta_batch):
+        pool = executor.pool if isinstance(executor, CpuExecutor) else None
+        yield pool.pids if pool is not None else []
 
 
 def gradient_check(exp: Experiment, episodes: Episodes, peers: list[str]) -> dict[str, float]:
@@ -127,8 +129,8 @@ def gradient_check(exp: Experiment, episodes: Episodes, peers: list[str]) -> dic
     largest entry of the whole meta-gradient instead of its own rounding noise."""
     learner = exp.learner
     state = learner.noise_generator.get_state()
-    with suite_pool(exp) as pool:
-        _, _, grads = meta_gradients(learner, episodes, processes=pool)
+    with suite_pool(exp):
+        _, _, grads = exp.executor.meta_gradients(learner, episodes)
     suite = dict(zip(learner.named_parameters(), grads))
     learner.noise_generator.set_state(state)
     noise = draw_noise(exp, episodes, learner.noise_generator)
@@ -162,9 +164,9 @@ def memory_probe(config: str, regularizer: str, implementation: str) -> int:
     """Peak-RSS growth of two steps of one implementation above its set-up baseline (run in a fresh process)."""
     exp, episodes = setup(config, regularizer)
     suite = implementation in (SUITE, SUITE_ONE_PROCESS)
-    with suite_pool(exp) if implementation == SUITE else contextlib.nullcontext() as pool:
-        fn = steps(exp, [] if suite else [implementation], pool)[SUITE if suite else implementation]
-        with PeakMemory(torch.device("cpu"), tuple(pool.pids) if pool else ()) as peak:
+    with suite_pool(exp) if implementation == SUITE else contextlib.nullcontext([]) as pids:
+        fn = steps(exp, [] if suite else [implementation])[SUITE if suite else implementation]
+        with PeakMemory(torch.device("cpu"), tuple(pids)) as peak:
             fn(episodes)
             fn(episodes)
     return peak.bytes
@@ -174,7 +176,8 @@ def measure_memory(config: str, regularizer: str, implementations: list[str]) ->
     """memory_probe of every implementation, each in its own process."""
     out: dict[str, int | str] = {}
     for name in implementations:
-        proc = subprocess.run([sys.executable, "-m", "bench.benchmarks.peers", "--memory-probe", config, regularizer, name],
+        probe = ["--memory-probe", config, regularizer, name]
+        proc = subprocess.run([sys.executable, "-m", "bench.benchmarks.peers", *probe],
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
         out[name] = int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-300:]
     return out
@@ -214,11 +217,12 @@ def _meta_tests(episodes_count: int, dtype: torch.dtype) -> tuple[Experiment, li
 
     def suite_episode(ep: Episodes, e: int) -> float:
         with torch.no_grad():
-            _, logits = adapt_and_score(learner, ep, e, learner.config.mc_test, p.test_sample_chunk, seed)
+            _, logits = adapt_and_score(learner, ep, e, learner.config.mc_test, p.test_sample_chunk, seed,
+                                        exp.executor)
         return float(100 * (logits.argmax(-1) == ep.y_query).double().mean())
 
     def naive_episode(ep: Episodes, e: int) -> float:
-        return naive_test_episode(exp, ep, EpisodeNoise(learner, [e], ep.x_support.shape[1], seed))
+        return naive_test_episode(exp, ep, learner.episode_noise([e], ep.x_support.shape[1], seed))
 
     accuracies: dict[str, list[float]] = {"suite": [], "naive": []}
     seconds = {"suite": 0.0, "naive": 0.0}
@@ -242,7 +246,7 @@ def measure_meta_test(episodes_count: int, exact_episodes: int = 3) -> dict[str,
     exp, suite, suite_s, naive, naive_s = _meta_tests(episodes_count, torch.float32)
     _, exact_suite, _, exact_naive, _ = _meta_tests(exact_episodes, torch.float64)
     return {"protocol": "omniglot 5-way 1-shot, S = 30, meta-dropout, 1 thread", "episodes": episodes_count,
-            "test_batch": test_batch(exp.protocol.test_batch, exp.learner.device),
+            "test_batch": exp.executor.test_batch(exp.protocol.test_batch),
             "sample_chunk": exp.protocol.test_sample_chunk,
             "suite_episodes_per_s": episodes_count / suite_s, "naive_episodes_per_s": episodes_count / naive_s,
             "speedup": naive_s / suite_s, "float32_episodes_differing": sum(a != b for a, b in zip(suite, naive)),
@@ -267,8 +271,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "task_processes": pool_size(exp.learner, exp.protocol.meta_batch),
                    "gradient_rel_diff": gradient_check(*setup(config, regularizer, dtype=torch.float64), peers)}
             one_process = setup(config, regularizer)[0] if row["task_processes"] > 1 else None
-            with suite_pool(exp) as pool:
-                row["times"] = time_interleaved(steps(exp, peers, pool, one_process), episodes, args.reps)
+            with suite_pool(exp):
+                row["times"] = time_interleaved(steps(exp, peers, one_process), episodes, args.reps)
             row["load_average"] = [load_before, os.getloadavg()[0]]
             fastest = min(peers, key=lambda n: row["times"][n]["ms_median"]) if peers else None
             row["fastest_peer"] = fastest

@@ -24,13 +24,15 @@ import torch
 from tabulate import tabulate
 
 from bench.api import Experiment, build_experiment
-from bench.execution.cuda_graph import GraphedStep
+from bench.core.executor import Executor
+from bench.execution.cuda_graph import CUDNN_BENCHMARK, GraphedStep
 from bench.data.episodes import EpisodeSampler, Episodes
 from bench.core.evaluate import meta_test
 from bench.store.protocol import load_protocol, protocol_names
 from bench.benchmarks.report import report_main, write_report
-from bench.benchmarks.timing import PeakMemory, call_ms, median_ms, precision_settings
-from bench.core.train import CUDNN_BENCHMARK, make_optimizer, outer_step
+from bench.benchmarks.timing import PeakMemory, call_ms, median_ms
+from bench.util.devices import precision_settings
+from bench.core.train import make_optimizer, outer_step
 
 # protocol -> (ms per step at most, per-task loop / graph step at least); GPU targets
 TARGETS = {"omniglot_20w1s": (25.0, 15.0), "omniglot_20w5s": (60.0, 5.0), "mini_5w1s": (30.0, 6.0),
@@ -107,7 +109,7 @@ def time_step(exp: Experiment, episodes: Episodes, initial: dict[str, torch.Tens
         p.grad = None
     torch.backends.cudnn.benchmark = variant.cudnn_benchmark
     optimizer = make_optimizer(learner, exp.protocol.meta_lr, capturable=variant.graph)
-    step: Callable = partial(outer_step, learner, optimizer, execution=variant.execution)
+    step: Callable = partial(outer_step, learner, optimizer, executor=Executor(variant.execution))
     with PeakMemory(learner.device) as peak:
         began = time.perf_counter()
         if variant.graph:

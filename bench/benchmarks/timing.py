@@ -1,13 +1,11 @@
-"""Timing helpers for benchmark scripts: synchronised wall-clock per call, peak memory, and the device's
-float32 precision settings (TF32)."""
+"""Timing helpers for benchmark scripts: synchronised wall-clock per call and peak memory."""
 from __future__ import annotations
 
-import contextlib
 import resource
 import statistics
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
@@ -34,17 +32,6 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, iters
     times = [call_ms(fn, device) for _ in range(iters)]
     return {"ms_median": statistics.median(times), "ms_min": min(times), "ms_max": max(times), "iters": iters,
             "warmup": warmup}
-
-
-@contextlib.contextmanager
-def intra_op_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op thread count set to `threads` inside the block, restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _rss_bytes(pids: tuple[int, ...] = ()) -> int:
@@ -105,15 +92,3 @@ class PeakMemory:
             self.bytes = torch.cuda.max_memory_allocated(self.device)
         else:
             self.bytes = max(0, self._sampler.stop() - self._base)
-
-
-def precision_settings() -> dict:
-    """The TF32 flags in effect (legacy allow_tf32 and, where present, fp32_precision) and cudnn.benchmark."""
-    out = {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-           "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-           "float32_matmul_precision": torch.get_float32_matmul_precision(),
-           "cudnn.benchmark": torch.backends.cudnn.benchmark}
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        out["cudnn.conv.fp32_precision"] = conv.fp32_precision
-    return out

@@ -1,4 +1,5 @@
-"""conv4 as a pure function of a parameter dict, with the regularizer's hooks at every block."""
+"""conv4 as a pure function of a parameter dict, with the regularizer's hooks at every block (Eq. 5-6 enter
+through on_preactivation)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.regularizer import ForwardContext, Regularizer
-from bench.ops.kernels import batch_norm, bn_pool_relu, conv2d, fused_block_applies, max_pool2
 
 N_BLOCKS = 4
 INIT_STD = 0.02          # the release's init std of the conv (truncated at 2 std) and linear weights
@@ -23,11 +23,6 @@ class BackboneSpec:
     ways: int
     bn_mode: str = "shift"       # "shift": beta only, meta-learned (release); "affine": gamma + beta, adapted
     bn_eps: float = 1e-3         # tf.contrib.layers.batch_norm default, as in the release
-    outside_vmap: bool = False   # True on the per-task path: the stock batch norm kernel (bench/ops/kernels.py)
-    sample_groups: int = 1       # > 1: that many Monte-Carlo samples of each input example, each sample with its
-    #                              own BN statistics (rows i * groups + s from block 1 on; block 1's convs once)
-    fast_kernels: bool = True    # CPU: pool before ReLU, channels-last pool, fast BN and conv (bench/ops/kernels.py)
-    first_order: bool = False    # no second derivative through this forward: fused BN, pool, ReLU (bench/ops/kernels.py)
 
     def block_input_shape(self, block: int) -> tuple[int, int, int]:
         """(C, H, W) of the input of block 1..4 (each block halves H and W by its pool)."""
@@ -79,43 +74,21 @@ def init_backbone(spec: BackboneSpec, generator: torch.Generator,
 
 def forward(spec: BackboneSpec, params: dict[str, torch.Tensor], x: torch.Tensor, reg: Regularizer,
             ctx: ForwardContext) -> torch.Tensor:
-    """Logits of conv4 on x [n, C, H, W]; the regularizer perturbs weights, features and logits via ctx."""
+    """Logits of conv4 on x [n, C, H, W]; the regularizer perturbs weights, features and logits via ctx, and
+    ctx.ops computes (bench/ops/dispatch.py)."""
+    ops = ctx.ops
     params = reg.perturb_weights(params, ctx)
-    pool_first = (spec.fast_kernels and x.device.type == "cpu"
-                  and type(reg).on_activation is Regularizer.on_activation)      # no hook needs the full-size ReLU
     h = reg.on_features(0, x, ctx)
-    if spec.sample_groups > 1:
-        h = h.unsqueeze(1)                                # [n, 1, C, H, W]: the samples share block 1's input
     for l in range(1, N_BLOCKS + 1):
-        f = conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"], fast=spec.fast_kernels)
-        if h.dim() == 5:
-            f = _samples_preactivation(reg, h, f, ctx, spec.sample_groups)
-        else:
-            f = reg.on_preactivation(l, h, f, ctx)        # Eq. 6: f * z, z = softplus(a)
+        f = ops.conv2d(h, params[f"conv{l}.weight"], params[f"conv{l}.bias"])
+        f = reg.on_preactivation(l, h, f, ctx)            # Eq. 6 for meta-dropout: f * softplus(a)
         beta, gamma = params[f"bn{l}.beta"], params.get(f"bn{l}.gamma")
-        if pool_first and spec.first_order and fused_block_applies(f, beta, gamma):
-            pooled = bn_pool_relu(f, beta, spec.bn_eps, spec.sample_groups)
+        if reg.needs_full_activation:
+            a = F.relu(ops.batch_norm(f, beta, gamma, spec.bn_eps))
+            pooled = F.max_pool2d(reg.on_activation(l, h, a, ctx), 2)
         else:
-            y = batch_norm(f, beta, gamma, spec.bn_eps, spec.outside_vmap, spec.sample_groups, spec.fast_kernels)
-            if pool_first:  # relu(pool(y)) = pool(relu(y)); gradients too (tests/ops/test_pool.py)
-                pooled = F.relu(max_pool2(y))
-            else:
-                pooled = F.max_pool2d(reg.on_activation(l, h, F.relu(y), ctx), 2)
+            pooled = ops.norm_relu_pool(f, beta, gamma, spec.bn_eps)
         h = reg.on_features(l, pooled, ctx)
     features = h.flatten(1)
     logits = F.linear(features, params["head.weight"], params["head.bias"])
     return reg.on_logits(features, logits, ctx)
-
-
-def _samples_preactivation(reg: Regularizer, h: torch.Tensor, f: torch.Tensor, ctx: ForwardContext,
-                           groups: int) -> torch.Tensor:
-    """Block 1's hook with `groups` Monte-Carlo samples per example: it sees the input and conv output of each
-    example once, [n, 1, ...], and every noise tensor as [n, groups, ...] (rows i * groups + s), so that its
-    elementwise ops broadcast over the samples; returns [n * groups, ...]."""
-    flat = ctx.noise
-    ctx.noise = {name: v.unflatten(0, (-1, groups)) for name, v in flat.items()}
-    try:
-        f = reg.on_preactivation(1, h, f, ctx)
-    finally:
-        ctx.noise = flat
-    return f.expand(-1, groups, *f.shape[2:]).flatten(0, 1)

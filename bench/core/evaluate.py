@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch.func import vmap
 from tqdm.auto import tqdm
 
-from bench.core.attacks import PIXEL_UNITS, PixelSpace, fast_gradient
-from bench.core.noise import EpisodeNoise
-from bench.data.episodes import Episodes, EpisodeSampler, FixedEpisodes
-from bench.util.failures import NonFinite
+from bench.core.attacks import fast_gradient
+from bench.core.executor import Executor
 from bench.core.inner_loop import query_logits
 from bench.core.learner import MetaLearner
+from bench.data.episodes import Episodes, EpisodeSampler, FixedEpisodes
+from bench.data.pixels import PIXEL_UNITS, PixelSpace
+from bench.util.failures import NonFinite
 
 
 def confidence_interval(accuracies: np.ndarray) -> tuple[float, float, float]:
@@ -38,7 +39,7 @@ def _attacked_accuracy(learner: MetaLearner, adapted: dict, x: torch.Tensor, y: 
     """Query accuracy per task [B] after a fast gradient attack of size epsilon in `norm` (pixel units, clamped to
     the pixel range) against the adapted parameters."""
     def one_task(params: dict, xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
-        logits_at = partial(query_logits, learner.spec, learner.reg, params, learner.meta_only)
+        logits_at = partial(query_logits, learner.spec, learner.reg, learner.ops, params, learner.meta_only)
         loss_at = lambda inputs: F.cross_entropy(logits_at(inputs), yq)  # noqa: E731
         x_adv = fast_gradient(loss_at, xq, epsilon, norm, space) if epsilon else xq
         logits = logits_at(x_adv)
@@ -56,12 +57,13 @@ def _require_finite(logits: torch.Tensor, first: int, count: int) -> None:
 
 
 def adapt_and_score(learner: MetaLearner, ep: Episodes, first: int, samples: int, sample_chunk: int | None,
-                    seed: int) -> tuple[dict, torch.Tensor]:
+                    seed: int, executor: Executor | None = None) -> tuple[dict, torch.Tensor]:
     """(adapted parameters, query logits) of test episodes first, first + 1, ... (Algorithm 2), each adapted with
-    its own noise (EpisodeNoise); NonFinite if a logit is not finite."""
-    noise = EpisodeNoise(learner, list(range(first, first + ep.x_support.shape[0])), ep.x_support.shape[1], seed)
-    adapted = learner.adapt_for_test(ep.x_support, ep.y_support, samples, sample_chunk, noise)
-    logits = learner.query_logits(adapted, ep.x_query)
+    its own noise (bench/core/noise.py); NonFinite if a logit is not finite."""
+    executor = executor or Executor()
+    noise = learner.episode_noise(list(range(first, first + ep.x_support.shape[0])), ep.x_support.shape[1], seed)
+    adapted = executor.adapt_for_test(learner, ep.x_support, ep.y_support, samples, sample_chunk, noise)
+    logits = executor.test_query_logits(learner, adapted, ep.x_query)
     _require_finite(logits, first, ep.x_support.shape[0])
     return adapted, logits
 
@@ -69,13 +71,15 @@ def adapt_and_score(learner: MetaLearner, ep: Episodes, first: int, samples: int
 def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, episodes: int = 1000, batch: int = 25,
               samples: int | None = None, attacks: dict[str, list[float]] | None = None,
               pixel_space: PixelSpace | None = None, progress: bool = True,
-              sample_chunk: int | None = None, seed: int = 0) -> dict:
+              sample_chunk: int | None = None, seed: int = 0, executor: Executor | None = None) -> dict:
     """Accuracy (percent) on `episodes` test tasks: every per-episode value, mean and 95% CI; with attacks
     ({norm: sizes}, pixel units on the [0, 1] scale via pixel_space), also the accuracy under the fast gradient
     attack of each norm and size ("robustness"). Each episode's noise comes from its own generator (seed, episode
     index), so neither `batch` nor sample_chunk (how many of the S samples are forwarded at once: memory) changes
     the noise; the result is the same up to floating-point summation order (equal in float64; in float32 a
-    near-tie argmax on a query may flip)."""
+    near-tie argmax on a query may flip). The executor (default: the core's own computation) says how episodes
+    are adapted."""
+    executor = executor or Executor()
     samples = learner.config.mc_test if samples is None else samples
     clean: list[float] = []
     pairs = [(norm, eps) for norm, sizes in (attacks or {}).items() for eps in sizes]
@@ -85,14 +89,14 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
         while len(clean) < episodes:
             b = min(batch, episodes - len(clean))
             ep = sampler.sample(b)
-            adapted, logits = adapt_and_score(learner, ep, len(clean), samples, sample_chunk, seed)
+            adapted, logits = adapt_and_score(learner, ep, len(clean), samples, sample_chunk, seed, executor)
             clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
             for out, (norm, eps) in zip(attacked, pairs):
                 out += (100 * _attacked_accuracy(learner, adapted, ep.x_query, ep.y_query, norm, eps, pixel_space)
                         .double()).tolist()
             bar.update(b)
     bar.close()
-    result = {**summarize(clean), "adaptation": learner.test_route(samples)}
+    result = {**summarize(clean), "adaptation": executor.test_route(learner, samples)}
     if pairs:
         norms: dict[str, dict] = {}
         for (norm, eps), accuracies in zip(pairs, attacked):

@@ -11,6 +11,7 @@ from torch.func import grad, vmap
 
 from bench.core.backbone import BackboneSpec, forward
 from bench.core.regularizer import ForwardContext, Params, Regularizer
+from bench.ops.dispatch import Ops
 
 # (inner step k, first sample, end sample) -> that step's noise for samples [first, end) of every task, each tensor
 # [B, end - first, ...]; called once per (step, chunk), in order, so a source may draw as it is called.
@@ -22,23 +23,23 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
-def support_loss(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, x: torch.Tensor,
+def support_loss(spec: BackboneSpec, reg: Regularizer, ops: Ops, adapted: Params, fixed: Params, x: torch.Tensor,
                  targets: torch.Tensor, noise: dict[str, torch.Tensor]) -> torch.Tensor:
     """One Monte-Carlo sample of the inner loss on one task's support set (stochastic path, Eq. 3)."""
     params = {**adapted, **fixed}
 
     def loss_at(inputs: torch.Tensor) -> torch.Tensor:
-        ctx = ForwardContext(params, noise, targets)
+        ctx = ForwardContext(params, noise, targets, ops)
         logits = forward(spec, params, inputs, reg, ctx)
         return soft_cross_entropy(logits, ctx.targets) + ctx.extra_loss
 
-    return loss_at(reg.perturb_support(x, loss_at, ForwardContext(params, noise, targets)))
+    return loss_at(reg.perturb_support(x, loss_at, ForwardContext(params, noise, targets, ops)))
 
 
-def mc_support_loss(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, x: torch.Tensor,
+def mc_support_loss(spec: BackboneSpec, reg: Regularizer, ops: Ops, adapted: Params, fixed: Params, x: torch.Tensor,
                     targets: torch.Tensor, noise: dict[str, torch.Tensor], vectorize: bool = True) -> torch.Tensor:
     """Inner loss averaged over the S samples on the noise's leading dim (Eq. 3, Algorithm 2 line 7)."""
-    one = partial(support_loss, spec, reg, adapted, fixed, x, targets)
+    one = partial(support_loss, spec, reg, ops, adapted, fixed, x, targets)
     if not noise:
         return one({})
     n_samples = next(iter(noise.values())).shape[0]
@@ -49,11 +50,11 @@ def mc_support_loss(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed
     return torch.stack([one({k: v[s] for k, v in noise.items()}) for s in range(n_samples)]).mean()
 
 
-def query_logits(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params,
+def query_logits(spec: BackboneSpec, reg: Regularizer, ops: Ops, adapted: Params, fixed: Params,
                  x: torch.Tensor) -> torch.Tensor:
     """Logits on the deterministic path (a = mu, no sampling), used for the query set (Eq. 4)."""
     params = {**adapted, **fixed}
-    ctx = ForwardContext(params, None, torch.empty(0, dtype=x.dtype, device=x.device))
+    ctx = ForwardContext(params, None, torch.empty(0, dtype=x.dtype, device=x.device), ops)
     return forward(spec, params, x, reg, ctx)
 
 
@@ -90,12 +91,12 @@ def _sample_mean_grads(loss_grad: Callable, in_dims: tuple, adapted: Params, fix
         samples, chunk)
 
 
-def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
-                     x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, samples: int, steps: int,
-                     first_order: bool, sample_chunk: int | None = None) -> Params:
+def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, ops: Ops, adapted: Params, fixed: Params,
+                     lrs: Params | float, x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, samples: int,
+                     steps: int, first_order: bool, sample_chunk: int | None = None) -> Params:
     """K inner steps for all B tasks at once (vmap over tasks), S = `samples` Monte-Carlo samples per step;
     returns adapted parameters [B, ...]. sample_chunk bounds how many samples are forwarded at once (memory)."""
-    loss_grad = grad(partial(mc_support_loss, spec, reg), argnums=0)
+    loss_grad = grad(partial(mc_support_loss, spec, reg, ops), argnums=0)
     batch = x.shape[0]
     batched = False
     for k in range(steps):
@@ -109,12 +110,12 @@ def adapt_vectorized(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixe
     return adapted
 
 
-def adapt_task(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
+def adapt_task(spec: BackboneSpec, reg: Regularizer, ops: Ops, adapted: Params, fixed: Params, lrs: Params | float,
                x: torch.Tensor, targets: torch.Tensor, noises: list[dict[str, torch.Tensor]],
                first_order: bool) -> Params:
     """One task's inner steps (Eq. 3) with torch.autograd.grad; noises[k] is step k's noise [S, ...]."""
     for noise in noises:
-        loss = mc_support_loss(spec, reg, adapted, fixed, x, targets, noise, vectorize=False)
+        loss = mc_support_loss(spec, reg, ops, adapted, fixed, x, targets, noise, vectorize=False)
         grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=not first_order)
         adapted = step_parameters(adapted, dict(zip(adapted, grads)), lrs, first_order)
     return adapted
@@ -125,16 +126,16 @@ def task_noises(noises: list[dict[str, torch.Tensor]], b: int) -> list[dict[str,
     return [{n: v[b] for n, v in noise.items()} for noise in noises]
 
 
-def adapt_reference(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params, lrs: Params | float,
-                    x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, samples: int, steps: int,
-                    first_order: bool) -> list[Params]:
+def adapt_reference(spec: BackboneSpec, reg: Regularizer, ops: Ops, adapted: Params, fixed: Params,
+                    lrs: Params | float, x: torch.Tensor, targets: torch.Tensor, noise_fn: NoiseFn, samples: int,
+                    steps: int, first_order: bool) -> list[Params]:
     """The same K inner steps as a plain per-task loop with torch.autograd.grad (the reference)."""
     noises = [noise_fn(k, 0, samples) for k in range(steps)]
-    return [adapt_task(spec, reg, dict(adapted), fixed, lrs, x[b], targets[b], task_noises(noises, b), first_order)
-            for b in range(x.shape[0])]
+    return [adapt_task(spec, reg, ops, dict(adapted), fixed, lrs, x[b], targets[b], task_noises(noises, b),
+                       first_order) for b in range(x.shape[0])]
 
 
-def batched_query_logits(spec: BackboneSpec, reg: Regularizer, adapted: Params, fixed: Params,
+def batched_query_logits(spec: BackboneSpec, reg: Regularizer, ops: Ops, adapted: Params, fixed: Params,
                          x: torch.Tensor) -> torch.Tensor:
     """Query logits [B, M, N] for adapted parameters [B, ...] (vmap over tasks)."""
-    return vmap(partial(query_logits, spec, reg), in_dims=(0, None, 0))(adapted, fixed, x)
+    return vmap(partial(query_logits, spec, reg, ops), in_dims=(0, None, 0))(adapted, fixed, x)

@@ -1,20 +1,17 @@
 """Meta-learners: MAML and Meta-SGD over conv4 with a regularizer; the meta-objective of Eq. 4."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from bench.core.backbone import BackboneSpec, init_backbone
-from bench.util.errors import UserError
-from bench.core.regularizer import Params, Regularizer
 from bench.core.inner_loop import NoiseFn, adapt_reference, adapt_vectorized, batched_query_logits, query_logits
-from bench.execution.samples_as_batch import adapt_samples_as_batch
-
-if TYPE_CHECKING:
-    from bench.core.noise import EpisodeNoise
+from bench.core.noise import EpisodeNoise
+from bench.core.regularizer import Params, Regularizer
+from bench.ops.dispatch import KernelPlan, select_ops, vmap_over_tasks_pays
+from bench.util.errors import UserError
 
 ALGORITHMS = ("maml", "metasgd")
 EXECUTIONS = ("vectorized", "per_task", "reference")   # the same meta-gradient, computed three ways
@@ -31,15 +28,15 @@ class LearnerConfig:
     first_order: bool = False
     mc_train: int = 1
     mc_test: int = 30
-    execution: str = "vectorized"   # vmap over tasks | a backward per task | the per-task loop with one backward
+    execution: str = "auto"    # auto | vmap over tasks | a backward per task | the per-task loop with one backward
     alpha_init: str = "constant"                     # Meta-SGD only: see ALPHA_INITS
     alpha_range: tuple[float, float] = (0.005, 0.1)  # Meta-SGD only, alpha_init "uniform"
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise UserError(f"unknown learner '{self.algorithm}'; choose one of: {', '.join(ALGORITHMS)}")
-        if self.execution not in EXECUTIONS:
-            raise UserError(f"unknown execution '{self.execution}'; choose one of: {', '.join(EXECUTIONS)}")
+        if self.execution not in ("auto", *EXECUTIONS):
+            raise UserError(f"unknown execution '{self.execution}'; choose one of: auto, {', '.join(EXECUTIONS)}")
         if self.alpha_init not in ALPHA_INITS:
             raise UserError(f"unknown alpha_init '{self.alpha_init}'; choose one of: {', '.join(ALPHA_INITS)}")
         low, high = self.alpha_range
@@ -48,12 +45,17 @@ class LearnerConfig:
 
 
 class MetaLearner:
-    """theta (adapted in the inner loop), meta-only parameters (phi, batch-norm shift), Meta-SGD's alphas."""
+    """theta (adapted in the inner loop), meta-only parameters (phi, batch-norm shift), Meta-SGD's alphas; its
+    config's execution 'auto' becomes the faster path on its device (resolve_execution)."""
 
     def __init__(self, spec: BackboneSpec, reg: Regularizer, config: LearnerConfig, seed: int,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        self.spec, self.reg, self.config, self.dtype = spec, reg, config, dtype
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 plan: KernelPlan = KernelPlan()):
         self.device = torch.device(device)
+        self.spec, self.reg, self.dtype = spec, reg, dtype
+        self.config = replace(config, execution=resolve_execution(config.execution, self.device))
+        self.ops = select_ops(self.device, plan)    # the forward's operations (bench/ops/dispatch.py); paths that
+        #                                             run outside vmap or first order derive theirs from its plan
         init_gen = torch.Generator().manual_seed(seed)
         theta, bn_meta = init_backbone(spec, init_gen, dtype)
         phi, reg_adapted = reg.init_params(spec, init_gen, dtype)
@@ -93,6 +95,10 @@ class MetaLearner:
         return lambda k, start, stop: self.reg.sample_noise(self.spec, n, (batch, stop - start),
                                                             self.noise_generator, self.device, self.dtype)
 
+    def episode_noise(self, episodes: list[int], n_support: int, seed: int) -> EpisodeNoise:
+        """Meta-test noise of these test episodes (each from its own generator: bench/core/noise.py)."""
+        return EpisodeNoise(self.reg, self.spec, episodes, n_support, seed, self.device, self.dtype)
+
     def samples(self, requested: int) -> int:
         """Monte-Carlo samples per inner step: one for a regularizer that draws no noise (all would be equal)."""
         return requested if self.reg.draws_noise else 1
@@ -111,35 +117,16 @@ class MetaLearner:
         targets = self.one_hot(y_support)
         first_order = self.config.first_order if first_order is None else first_order
         noise_fn = noise_fn or self.noise_fn(x_support.shape[1], x_support.shape[0])
-        args = (self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support, targets, noise_fn,
+        args = (self.spec, self.reg, self.ops, self.adapted, self.meta_only, self.lrs(), x_support, targets, noise_fn,
                 self.samples(samples), self.config.inner_steps, first_order)
         return adapt_vectorized(*args, sample_chunk=sample_chunk) if vectorized else adapt_reference(*args)
 
-    def test_route(self, samples: int) -> str:
-        """How meta-test adaptation runs: the S samples as one batch on the CPU where the regularizer allows it
-        (bench/execution/samples_as_batch.py), else vmap over tasks and samples."""
-        per_example = self.reg.samples_as_batch and self.samples(samples) > 1
-        return "samples_as_batch" if per_example and self.device.type == "cpu" else "vectorized"
-
-    def adapt_for_test(self, x_support: torch.Tensor, y_support: torch.Tensor, samples: int,
-                       sample_chunk: int | None, noise: EpisodeNoise) -> Params:
-        """First-order adaptation of Algorithm 2 by test_route(samples); parameters [B, ...]."""
-        if self.test_route(samples) == "vectorized":
-            return self.adapt(x_support, y_support, samples, first_order=True, sample_chunk=sample_chunk,
-                              noise_fn=noise)
-        return adapt_samples_as_batch(self.spec, self.reg, self.adapted, self.meta_only, self.lrs(), x_support,
-                                      self.one_hot(y_support), noise, self.samples(samples),
-                                      self.config.inner_steps, sample_chunk)
-
     def query_logits(self, adapted: Params | list[Params], x_query: torch.Tensor) -> torch.Tensor:
-        """Deterministic query logits [B, M, N] for what adapt() returned; without a graph on the CPU (meta-test)
-        task by task, where the fast CPU kernels apply (bench/ops/kernels.py: vmap takes the stock ones)."""
-        if isinstance(adapted, dict) and self.device.type == "cpu" and not torch.is_grad_enabled():
-            adapted = [{n: v[b] for n, v in adapted.items()} for b in range(x_query.shape[0])]
+        """Deterministic query logits [B, M, N] for what adapt() returned (Eq. 4)."""
         if isinstance(adapted, list):
-            return torch.stack([query_logits(self.spec, self.reg, a, self.meta_only, x)
+            return torch.stack([query_logits(self.spec, self.reg, self.ops, a, self.meta_only, x)
                                 for a, x in zip(adapted, x_query)])
-        return batched_query_logits(self.spec, self.reg, adapted, self.meta_only, x_query)
+        return batched_query_logits(self.spec, self.reg, self.ops, adapted, self.meta_only, x_query)
 
     def meta_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
                   y_query: torch.Tensor, vectorized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,3 +159,11 @@ def initial_alphas(adapted: Params, config: LearnerConfig, generator: torch.Gene
     low, high = config.alpha_range
     return {n: torch.empty(v.shape, dtype=v.dtype).uniform_(low, high, generator=generator)
             for n, v in adapted.items()}
+
+
+def resolve_execution(mode: str, device: torch.device | str) -> str:
+    """'auto' -> vmap over tasks where it pays (a GPU), else a backward per task (bench/ops/dispatch.py decides);
+    any other mode is kept."""
+    if mode != "auto":
+        return mode
+    return "vectorized" if vmap_over_tasks_pays(device) else "per_task"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.core.learner import MetaLearner
+from bench.core.backbone import BackboneSpec
+from bench.core.regularizer import Regularizer
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -19,21 +20,20 @@ class EpisodeNoise:
 
     It must be called once per (step, chunk), in order, as the inner loops do."""
 
-    def __init__(self, learner: MetaLearner, episodes: list[int], n_support: int, seed: int):
-        self.learner, self.n_support = learner, n_support
-        self.generators = [torch.Generator(device=learner.device).manual_seed(episode_seed(seed, e))
-                           for e in episodes]
+    def __init__(self, reg: Regularizer, spec: BackboneSpec, episodes: list[int], n_support: int, seed: int,
+                 device: torch.device, dtype: torch.dtype):
+        self.reg, self.spec, self.n_support, self.device, self.dtype = reg, spec, n_support, device, dtype
+        self.generators = [torch.Generator(device=device).manual_seed(episode_seed(seed, e)) for e in episodes]
 
     def _draw(self, generator: torch.Generator, count: int, example_major: bool) -> dict[str, torch.Tensor]:
-        learner = self.learner
-        draws = [learner.reg.sample_noise(learner.spec, self.n_support, (1,), generator, learner.device,
-                                          learner.dtype) for _ in range(count)]
+        draws = [self.reg.sample_noise(self.spec, self.n_support, (1,), generator, self.device, self.dtype)
+                 for _ in range(count)]
         if example_major:                               # [n * count, ...], row i * count + s: one copy
             return {name: torch.stack([d[name][0] for d in draws], dim=1).flatten(0, 1) for name in draws[0]}
         return {name: torch.cat([d[name] for d in draws]) for name in draws[0]}
 
     def _batch(self, first: int, end: int, example_major: bool) -> dict[str, torch.Tensor]:
-        if not self.learner.reg.draws_noise:
+        if not self.reg.draws_noise:
             return {}
         per_episode = [self._draw(g, end - first, example_major) for g in self.generators]
         if len(per_episode) == 1:                       # one episode (the CPU meta-test): no stacking copy
@@ -44,6 +44,6 @@ class EpisodeNoise:
         return self._batch(first, end, example_major=False)
 
     def example_major(self, step: int, first: int, end: int) -> dict[str, torch.Tensor]:
-        """The same draws as (step, first, end), each tensor [B, n * (end - first), ...] with row i * m + s
-        example i in sample first + s: the layout of the S samples as one batch (bench/execution/samples_as_batch.py)."""
+        """The same draws as (step, first, end), each tensor [B, n * (end - first), ...] with row i * m + s example i
+        in sample first + s: the layout of the S samples as one batch (bench/execution/samples_as_batch.py)."""
         return self._batch(first, end, example_major=True)

@@ -1,12 +1,14 @@
-"""The regularizer protocol: hooks the backbone and the inner loop call; the core never names a regularizer."""
+"""The regularizer protocol: hooks the backbone and the inner loop call, and the registry that @register fills; the
+core never names a regularizer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 
-from bench.core.attacks import PixelSpace
+from bench.data.pixels import PixelSpace
+from bench.ops.dispatch import Ops
 from bench.util.errors import UserError
 
 Params = dict[str, torch.Tensor]
@@ -14,11 +16,13 @@ Params = dict[str, torch.Tensor]
 
 @dataclass
 class ForwardContext:
-    """One forward pass: all parameters, this pass's noise (None = deterministic path), soft targets, extra loss."""
+    """One forward pass: all parameters, this pass's noise (None = deterministic path), soft targets, the operations
+    to compute with (bench/ops/dispatch.py), and the extra loss terms the regularizer adds."""
 
     params: Params
     noise: dict[str, torch.Tensor] | None
     targets: torch.Tensor
+    ops: Ops
     extra_loss: torch.Tensor | float = 0.0
 
     @property
@@ -32,15 +36,19 @@ class Regularizer:
 
     Parameters it creates are either meta-only (like phi: outer loop only) or adapted (inner loop too).
     Its random numbers are drawn outside the vectorized inner loop by sample_noise, so a seed fixes them
-    and the per-task reference loop sees exactly the same noise. samples_as_batch declares that every hook acts
-    on each example alone given its noise: the CPU meta-test then forwards the S samples as one batch.
+    and the per-task reference loop sees exactly the same noise. What it needs of the forward is stated as data:
+    needs_full_activation when it overrides on_activation (the ReLU output before pooling), acts_per_example when
+    every hook acts on each example alone given its noise (no mixing across examples).
     """
 
     name: ClassVar[str] = "base"
     hyper_defaults: ClassVar[dict[str, Any]] = {}
-    draws_noise: ClassVar[bool] = False         # False: deterministic, one MC sample suffices
-    samples_as_batch: ClassVar[bool] = False    # True: every hook acts on each example alone, given its noise
-    pixels: PixelSpace = PixelSpace.identity()  # inputs vs [0, 1] pixels; bound from the data by bind_pixels
+    draws_noise: ClassVar[bool] = False             # False: deterministic, one MC sample suffices
+    needs_full_activation: ClassVar[bool] = False   # True: on_activation is called (else never)
+    acts_per_example: ClassVar[bool] = False        # True: every hook acts on each example alone, given its noise
+    test_variants: ClassVar[tuple[dict[str, Any], ...]] = ()  # hyper settings that open other gradient paths:
+    #                                                           the float64 tests check each beside the defaults
+    pixels: PixelSpace = PixelSpace.identity()      # inputs vs [0, 1] pixels; bound from the data by bind_pixels
 
     def __init__(self, **hyper: Any):
         unknown = set(hyper) - set(self.hyper_defaults)
@@ -106,9 +114,79 @@ class Regularizer:
         return f
 
     def on_activation(self, block: int, h_in: torch.Tensor, a: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        """Block l's ReLU output before pooling, given the block's input h_in."""
+        """Block l's ReLU output before pooling, given the block's input h_in (called when needs_full_activation)."""
         return a
 
     def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """The logits, given the flattened final features."""
         return logits
+
+
+
+class Wrapped(Regularizer):
+    """A regularizer that forwards every hook to `inner` and states what inner states: the base of wrappers that
+    observe or reshape a forward (recording features, forwarding Monte-Carlo samples as one batch)."""
+
+    def __init__(self, inner: Regularizer):           # no hyper-parameters of its own
+        self.inner, self.hyper, self.pixels = inner, inner.hyper, inner.pixels
+
+    @property
+    def name(self) -> str:                            # type: ignore[override]
+        return self.inner.name
+
+    @property
+    def draws_noise(self) -> bool:                    # type: ignore[override]
+        return self.inner.draws_noise
+
+    @property
+    def needs_full_activation(self) -> bool:          # type: ignore[override]
+        return self.inner.needs_full_activation
+
+    @property
+    def acts_per_example(self) -> bool:               # type: ignore[override]
+        return self.inner.acts_per_example
+
+    def init_params(self, spec: Any, generator: torch.Generator, dtype: torch.dtype) -> tuple[Params, Params]:
+        return self.inner.init_params(spec, generator, dtype)
+
+    def sample_noise(self, spec: Any, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
+                     device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return self.inner.sample_noise(spec, n, sample_shape, generator, device, dtype)
+
+    def perturb_weights(self, params: Params, ctx: ForwardContext) -> Params:
+        return self.inner.perturb_weights(params, ctx)
+
+    def perturb_support(self, x: torch.Tensor, support_loss: Callable[[torch.Tensor], torch.Tensor],
+                        ctx: ForwardContext) -> torch.Tensor:
+        return self.inner.perturb_support(x, support_loss, ctx)
+
+    def on_features(self, block: int, h: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        return self.inner.on_features(block, h, ctx)
+
+    def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor,
+                         ctx: ForwardContext) -> torch.Tensor:
+        return self.inner.on_preactivation(block, h_in, f, ctx)
+
+    def on_activation(self, block: int, h_in: torch.Tensor, a: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        return self.inner.on_activation(block, h_in, a, ctx)
+
+    def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        return self.inner.on_logits(features, logits, ctx)
+
+REGISTRY: dict[str, type[Regularizer]] = {}
+R = TypeVar("R", bound=type[Regularizer])
+
+
+def register(cls: R) -> R:
+    """Class decorator: make a regularizer selectable by its `name` (a file in regularizers/ is found on import)."""
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(f"{cls.__qualname__} needs a class attribute `name`, a plain identifier (e.g. name = "
+                        f"'my_noise'), to be registered")
+    if name in REGISTRY and REGISTRY[name] is not cls:
+        taken = REGISTRY[name]
+        raise TypeError(f"regularizer name '{name}' is taken by {taken.__module__}.{taken.__qualname__}")
+    if "on_activation" in vars(cls) and not cls.needs_full_activation:      # the forward would never call it
+        raise TypeError(f"{cls.__qualname__} overrides on_activation: set needs_full_activation = True")
+    REGISTRY[name] = cls
+    return cls

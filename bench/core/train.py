@@ -11,18 +11,12 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.core import checkpoint
-from bench.execution.cuda_graph import GraphedStep, use_graph
-from bench.data.episodes import EpisodeSampler, Episodes
-from bench.util.failures import NonFinite
+from bench.core.executor import Executor
 from bench.core.learner import MetaLearner
-from bench.core.meta_gradient import clip, meta_gradients
-from bench.execution.task_processes import TaskProcessPool, pool_size, task_pool
-from bench.benchmarks.timing import precision_settings
-
-
-# cuDNN autotuning off: it changed no step time (H100: 68.2 vs 68.3 ms, Omniglot 20-way 1-shot, bench/benchmarks/speed.py) and
-# costs seconds of set-up per cell
-CUDNN_BENCHMARK = False
+from bench.core.meta_gradient import clip
+from bench.data.episodes import EpisodeSampler, Episodes
+from bench.util.devices import precision_settings
+from bench.util.failures import NonFinite
 
 
 class TrainingDiverged(NonFinite):
@@ -38,12 +32,10 @@ def make_optimizer(learner: MetaLearner, meta_lr: float, capturable: bool = Fals
 
 
 def outer_step(learner: MetaLearner, optimizer: torch.optim.Optimizer, episodes: Episodes,
-               execution: str | None = None,
-               processes: TaskProcessPool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One meta-update on a meta-batch; returns (loss, mean query accuracy) as tensors. The clipped gradients
-    are written into existing .grad buffers (fixed addresses for a CUDA graph); execution=None follows the
-    learner's config; processes: the per-task path's pool (bench/execution/task_processes.py)."""
-    loss, accuracy, grads = meta_gradients(learner, episodes, execution, processes)
+               executor: Executor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One meta-update on a meta-batch (Algorithm 1, lines 3-9); returns (loss, mean query accuracy) as tensors.
+    The clipped gradients are written into existing .grad buffers (fixed addresses for a CUDA graph)."""
+    loss, accuracy, grads = (executor or Executor()).meta_gradients(learner, episodes)
     for p, g in zip(learner.parameters(), clip(grads)):
         if p.grad is None:
             p.grad = g
@@ -97,38 +89,33 @@ def _state(learner: MetaLearner, optimizer, sampler: EpisodeSampler, iteration: 
 def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, meta_lr: float, meta_batch: int,
                checkpoint_path: Path | None = None, checkpoint_every: int = 1000, log_every: int = 100,
                progress: bool = True, on_iteration: Callable[[int], None] | None = None,
-               cuda_graph: str = "auto") -> dict:
-    """Run (or resume from checkpoint_path) meta-training up to `iterations`; returns the training summary.
-
-    The training curve holds the mean loss and accuracy of each block of `log_every` iterations. cuda_graph
-    (auto | on | off) replays the whole step as a CUDA graph on a GPU (auto: whenever the device is one)."""
-    graphed = use_graph(cuda_graph, learner.device)
-    if learner.device.type == "cuda":
-        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
-    optimizer = make_optimizer(learner, meta_lr, capturable=graphed)
+               executor: Executor | None = None) -> dict:
+    """Run (or resume from checkpoint_path) meta-training up to `iterations` (Algorithm 1); returns the training
+    summary. The training curve holds the mean loss and accuracy of each block of `log_every` iterations; the
+    executor (default: the core's own computation) says how each step runs."""
+    executor = executor or Executor()
+    optimizer = make_optimizer(learner, meta_lr, capturable=executor.capturable_optimizer)
     start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0)), 0.0
     if checkpoint_path is not None and checkpoint_path.exists():
         with checkpoint.resuming_from(checkpoint_path):
             state = checkpoint.load(checkpoint_path)
             learner.load_state_dict(state["learner"])
             for group in state["optimizer"]["param_groups"]:
-                group["capturable"] = graphed            # a run may resume on another device or graph setting
+                group["capturable"] = executor.capturable_optimizer   # a run may resume on another device
             optimizer.load_state_dict(state["optimizer"])
             sampler.set_state(state["sampler"])
             torch.set_rng_state(state["torch_rng"])
             start, spent = state["iteration"], state["seconds"]
             curve = RunningCurve(log_every, state["curve"], state["block"])
-    processes = 1 if graphed else pool_size(learner, meta_batch)
-    with task_pool(learner, processes) as pool:
-        tunables = pool.tunables if pool else None
-        step = partial(outer_step, learner, optimizer, processes=pool)
+    with executor.training(learner, meta_batch) as ran:
+        step = partial(outer_step, learner, optimizer, executor=executor)
         began = time.perf_counter()
         bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                    desc="meta-train", dynamic_ncols=True, leave=False)
         for it in bar:
             episodes = sampler.sample(meta_batch)
-            if graphed and it == start:
-                step = GraphedStep(learner, optimizer, step, episodes)
+            if it == start:
+                step = executor.repeated_step(step, learner, optimizer, episodes)
             curve.add(*step(episodes))
             done = it + 1
             block_done = (done % log_every == 0) or done == iterations
@@ -146,8 +133,7 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
         bar.close()
     points = curve.curve
     return {"iterations": iterations, "resumed_from": start, "curve": points,
-            "execution": learner.config.execution, "task_processes": processes,
-            "task_process_tunables": tunables, "cuda_graph": graphed,
+            "execution": learner.config.execution, **ran,
             "precision": precision_settings(),
             "seconds": spent + time.perf_counter() - began,   # all sessions of this run
             "final_loss": points[-1]["loss"] if points else None,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench.core.attacks import PixelSpace
+from bench.data.pixels import PixelSpace
 
 
 @dataclass
@@ -51,9 +51,9 @@ class ImageBank:
         return self.images.device
 
     def to_float(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Normalise uint8 images (any leading dims, then C, H, W) to floats: (x / 255 - mean) / std computed as
-        x * scale + shift, a conversion and two in-place multiply-adds (bench/benchmarks/sampler_speed.py: 9x faster on the
-        CPU than dividing by the broadcast std; mixed uint8-float kernels are slower still)."""
+        """Normalise uint8 images (any leading dims, then C, H, W) to floats: (x / 255 - mean) / std computed as x *
+        scale + shift, a conversion and two in-place multiply-adds (bench/benchmarks/sampler_speed.py: 9x faster on
+        the CPU than dividing by the broadcast std; mixed uint8-float kernels are slower still)."""
         shift, scale = self._moments(dtype, x.device)
         return x.to(dtype).mul_(scale).add_(shift)
 

@@ -1,1 +1,5 @@
-"""How a step runs fast: the kernel plan per device and path, the samples-as-batch meta-test, task processes, the allocator setting, CUDA graphs. Never imported by the core."""
+"""How a step runs fast on a device: the CPU executor (task processes, the meta-test's samples as one batch), CUDA
+graphs, the allocator setting; executor_for picks one. Never imported by the core."""
+from bench.execution.select import executor_for
+
+__all__ = ["executor_for"]

@@ -1,11 +1,12 @@
 """The CPU allocator setting of the suite's processes: glibc keeps freed large blocks for reuse (mallopt) instead of
 mapping every block above its 32 MiB threshold afresh. A 20-way query pass makes 60 MB activations; mapped afresh,
-each faults its pages in on first touch, and that is about a third of a CPU meta-training step (bench/benchmarks/peers.py
-measures the step with this setting on, for the suite and the peers alike: it is per process). No effect on any
-number; a no-op where the C library is not glibc. The task processes (bench/execution/task_processes.py), which this process
-starts, also get WORKER_TUNABLES: glibc's per-thread cache and fast bins off, so that freed small blocks coalesce
-instead of pinning holes between activations (measured on a 5-way meta-dropout step: about 15 MiB less resident
-per process, no measurable time; settable only when a process starts, so not for this one)."""
+each faults its pages in on first touch, and that is about a third of a CPU meta-training step
+(bench/benchmarks/peers.py measures the step with this setting on, for the suite and the peers alike: it is per
+process). No effect on any number; a no-op where the C library is not glibc. The task processes
+(bench/execution/task_processes.py), which this process starts, also get WORKER_TUNABLES: glibc's per-thread cache and
+fast bins off, so that freed small blocks coalesce instead of pinning holes between activations (measured on a 5-way
+meta-dropout step: about 15 MiB less resident per process, no measurable time; settable only when a process starts, so
+not for this one)."""
 from __future__ import annotations
 
 import ctypes

@@ -4,17 +4,20 @@ generator is registered with the graph so that each replay draws fresh noise fro
 steps would. A replay issues no host work besides the copy of the episodes."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Callable
+from typing import Iterator
 
 import torch
 
+from bench.core.executor import Executor, Step
+from bench.core.learner import MetaLearner
 from bench.data.episodes import Episodes
 from bench.util.errors import UserError
-from bench.core.learner import MetaLearner
 
 WARMUP_STEPS = 3          # eager steps on a side stream before capture: Adam's state, cuDNN autotuning, allocator
-Step = Callable[[Episodes], tuple[torch.Tensor, torch.Tensor]]
+# cuDNN autotuning off: it changed no step time (measurements/h100_2026-11-26) and costs seconds of set-up per cell
+CUDNN_BENCHMARK = False
 
 
 def _tensors(episodes: Episodes) -> list[torch.Tensor]:
@@ -79,3 +82,25 @@ def use_graph(mode: str, device: torch.device) -> bool:
     if mode == "on" and device.type != "cuda":
         raise UserError("cuda_graph=on needs --device cuda; use cuda_graph=auto or off on the CPU")
     return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+class CudaExecutor(Executor):
+    """The core's computation on a GPU, cuDNN autotuning off (CUDNN_BENCHMARK)."""
+
+    graphed: bool = False
+
+    @contextlib.contextmanager
+    def training(self, learner: MetaLearner, meta_batch: int) -> Iterator[dict]:
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
+        yield {"task_processes": 1, "task_process_tunables": None, "cuda_graph": self.graphed}
+
+
+class GraphExecutor(CudaExecutor):
+    """The core's computation on a GPU with the whole training step captured once and replayed (GraphedStep)."""
+
+    capturable_optimizer = True
+    graphed = True
+
+    def repeated_step(self, step: Step, learner: MetaLearner, optimizer: torch.optim.Optimizer,
+                      first: Episodes) -> Step:
+        return GraphedStep(learner, optimizer, step, first)

@@ -1,23 +1,22 @@
 """The per-task path on several CPU processes, one intra-op thread each: the meta-batch's tasks are split into
-contiguous shares, this process computes the first and the workers the others, and the per-task gradients are
-summed here in task order. Each task is the same computation as on the one-process path at one thread, so the
-meta-gradient is bit for bit the same (tests/execution/test_task_processes.py). A 5-way task's ops run on five-image
-tensors, where a second intra-op thread gains little (fixed per-op costs) while a second process doubles the
-throughput (measured: bench/benchmarks/peers.py). Worker processes are spawned (no fork of a threaded parent) and exit with
-this one: `python -m bench.execution.task_processes` (not multiprocessing, which would re-run the caller's main script),
-talking over its standard input and output; parameters, episodes and noise travel as pickled arrays each step,
-pickled into and out of the pipe as they go (5-way: the parameters 0.5-1 MB, per task 0.25 MB of images and, with
-meta-dropout, 7 MB of noise for the five inner steps)."""
+contiguous shares, this process computes the first and the workers the others, and the per-task gradients are summed
+here in task order. Each task is the same computation as on the one-process path at one thread, so the meta-gradient
+is bit for bit the same (tests/execution/test_task_processes.py). A 5-way task's ops run on five-image tensors, where
+a second intra-op thread gains little (fixed per-op costs) while a second process doubles the throughput (measured:
+bench/benchmarks/peers.py). Worker processes are spawned (no fork of a threaded parent) and exit with this one:
+`python -m bench.execution.task_processes` (not multiprocessing, which would re-run the caller's main script), talking
+over its standard input and output; parameters, episodes and noise travel as pickled arrays each step, pickled into
+and out of the pipe as they go (5-way: the parameters 0.5-1 MB, per task 0.25 MB of images and, with meta-dropout, 7
+MB of noise for the five inner steps)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import traceback
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from bench.execution.allocator import retain_freed_memory, worker_tunables
 from bench.data.episodes import Episodes
 from bench.core.learner import MetaLearner
 from bench.core.meta_gradient import TaskLearner, sum_task_results, task_inputs, task_meta_gradient
-from bench.benchmarks.timing import intra_op_threads
+from bench.util.devices import intra_op_threads
 
 TaskResult = tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repository
@@ -99,28 +98,10 @@ def _worker_parts(learner: MetaLearner) -> TaskLearner:
     parts = TaskLearner.of(learner)
     clones = {id(p): p.detach().clone() for p in parts.parameters}
     lrs = parts.lrs if isinstance(parts.lrs, float) else {n: clones[id(v)] for n, v in parts.lrs.items()}
-    return TaskLearner(parts.spec, parts.query_spec, parts.reg, {n: clones[id(v)] for n, v in parts.adapted.items()},
+    return TaskLearner(parts.spec, parts.reg, parts.support_ops, parts.query_ops,
+                       {n: clones[id(v)] for n, v in parts.adapted.items()},
                        {n: clones[id(v)] for n, v in parts.meta_only.items()}, lrs,
                        [clones[id(p)] for p in parts.parameters], parts.first_order)
-
-
-@contextlib.contextmanager
-def task_pool(learner: MetaLearner, processes: int) -> Iterator[TaskProcessPool | None]:
-    """A pool of `processes` for a run (None for one), this process at one intra-op thread while it is open,
-    as each worker is."""
-    if processes < 2:
-        yield None
-        return
-    with TaskProcessPool(learner, processes) as pool, intra_op_threads(1):
-        yield pool
-
-
-def pool_size(learner: MetaLearner, meta_batch: int) -> int:
-    """Processes for a CPU run of the per-task path: one per intra-op thread it was given (torch's setting),
-    at most one per task; 1 (no pool) on a GPU, for another path, or with one thread."""
-    if learner.device.type != "cpu" or learner.config.execution != "per_task":
-        return 1
-    return max(1, min(torch.get_num_threads(), meta_batch))
 
 
 class TaskProcessPool:
@@ -133,11 +114,12 @@ class TaskProcessPool:
             raise ValueError(f"a task-process pool needs at least 2 processes, not {processes}")
         self.processes = processes
         parts = _worker_parts(learner)
-        self.tunables = worker_tunables(os.environ)                       # bench/execution/allocator.py: less fragmentation
+        self.tunables = worker_tunables(os.environ)                 # less heap fragmentation (allocator.py)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
                "GLIBC_TUNABLES": self.tunables}
-        self._workers = [subprocess.Popen([sys.executable, "-m", "bench.execution.task_processes"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, env=env) for _ in range(processes - 1)]
+        command = [sys.executable, "-m", "bench.execution.task_processes"]
+        self._workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                         for _ in range(processes - 1)]
         for worker in self._workers:
             _send(worker.stdin, parts)
         for worker in self._workers:                        # started (imports done) before the first step

@@ -1,1 +1,2 @@
-"""The CPU kernels (kernels.py) and the one seam that picks the stock or the fast op set for a device and plan (dispatch.py)."""
+"""The CPU kernels (kernels.py) and the one seam that picks the stock or the fast op set for a device and plan
+(dispatch.py)."""

@@ -1,13 +1,11 @@
-"""Kernels where the CPU profile says the stock ones cost: softplus without log1p (the same function as F.softplus,
-values, first and second derivatives, tests/ops/test_kernels.py in float64; on a GPU the stock kernel is used), the 2x2
-max pool by the channels-last kernel (the same values and indices, tests/ops/test_pool.py), the batch norm
-that is exact in each setting (elementary ops under vmap, the stock kernel outside it, per group of samples), on
-the CPU with faster statistics than the stock kernel's and a short double backward, the 3x3 convolution whose
-double backward takes the weight term from the backward-weights kernel, and batch norm + pool + ReLU fused for
-first-order backward passes (each the same function and derivatives, tests/ops/test_kernels.py); and for memory, the
-product f * softplus(a) saving f and a only, the pool and the fused block's statistics ROWS examples at a time
-(no full-size temporary; the same values bit for bit). The CPU kernels run from FAST_MIN_POSITIONS positions per
-channel on; below, the stock ones are faster."""
+"""CPU kernels where the CPU profile says the stock ones cost, each the same function with the same first and second
+derivatives as the stock composition (tests/ops/test_kernels.py, float64): softplus without log1p, the 2x2 max pool by
+the channels-last kernel (the same values and indices), batch norm with faster statistics and a short double
+backward, the 3x3 convolution whose double backward takes the weight term from the backward-weights kernel, and batch
+norm + pool + ReLU fused for first-order backward passes; for memory, the product f * softplus(a) saving f and a
+only, and the pool and the fused block's statistics ROWS examples at a time. They run from FAST_MIN_POSITIONS
+positions per channel on, where they measured faster than the stock ones. Which kernels a forward uses is decided in
+one place, bench/ops/dispatch.py; what each one gains on a whole step is in docs/speed.md."""
 from __future__ import annotations
 
 import torch
@@ -15,10 +13,10 @@ import torch.nn.functional as F
 
 
 SOFTPLUS_THRESHOLD = 20.0     # F.softplus's default: above it, softplus(x) = x and its derivative is 1
-LOG2_E = 1.4426950408889634   # exp(x) = exp2(x log2(e)): exp2's kernel is 4.5x faster than exp's here (AVX-512)
+LOG2_E = 1.4426950408889634   # exp(x) = exp2(x log2(e)): exp2's CPU kernel is the faster one (docs/speed.md)
 ROWS = 8                      # examples per temporary in the pool and the fused block's statistics (memory)
 FAST_MIN_POSITIONS = 980      # N * H * W from which the CPU kernels below measured faster than the stock ones
-#                               (5 x 14 x 14; below, the stock kernels' lower fixed costs win)
+#                               (5 x 14 x 14; below, the stock kernels' lower fixed costs win: docs/speed.md)
 
 
 def _large(x: torch.Tensor) -> bool:
@@ -28,9 +26,10 @@ def _large(x: torch.Tensor) -> bool:
 
 class _Softplus(torch.autograd.Function):
     """softplus(x) = log(exp(x) + 1), d/dx = sigmoid(x), both linear above F.softplus's threshold as the stock
-    kernel is. The stock CPU kernel calls log1p, about 9x slower than log under this machine's AVX-512 dispatch;
-    the rewrite avoids it (absolute difference below one float32 ulp of 1; tests/ops/test_kernels.py: rtol 1e-12 in
-    float64) in four passes, three of them in place (exp as exp2 of x log2(e): LOG2_E), and the threshold's pass only when the max exceeds it.
+    kernel is. The stock CPU kernel calls log1p, much slower than log under AVX-512 dispatch (docs/speed.md); the
+    rewrite avoids it (absolute difference below one float32 ulp of 1; tests/ops/test_kernels.py: rtol 1e-12 in
+    float64) in four passes, three of them in place (exp as exp2 of x log2(e): LOG2_E), and the threshold's pass
+    only when the max exceeds it.
     The backward is written in differentiable ops, so second derivatives (the MAML outer gradient) flow through
     it; vmap batches it op by op."""
 
@@ -58,8 +57,8 @@ def _any_above_threshold(x: torch.Tensor) -> bool:
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
-    """log(1 + exp(x)): the log1p-free rewrite on the CPU, the stock kernel elsewhere."""
-    return _Softplus.apply(x) if x.device.type == "cpu" else F.softplus(x)
+    """log(1 + exp(x)) by the log1p-free rewrite (_Softplus)."""
+    return _Softplus.apply(x)
 
 
 class _MulSoftplus(torch.autograd.Function):
@@ -91,16 +90,16 @@ def _softplus_derivative(x: torch.Tensor) -> torch.Tensor:
 
 
 def mul_softplus(f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """f * softplus(a); for tensors of one shape on the CPU outside torch.func transforms by _MulSoftplus (less
-    memory, the same values and derivatives), else the stock composition (broadcasting)."""
-    if f.device.type == "cpu" and f.shape == a.shape and _plain(f, a):
+    """f * softplus(a); for tensors of one shape outside torch.func transforms by _MulSoftplus (less memory, the
+    same values and derivatives), else the composition (broadcasting)."""
+    if f.shape == a.shape and _plain(f, a):
         return _MulSoftplus.apply(f, a)
     return f * softplus(a)
 
 
 class _MaxPool2(torch.autograd.Function):
-    """F.max_pool2d(x, 2) on an NCHW tensor: the forward by the channels-last kernel (about 12x faster on the CPU than
-    the NCHW one; the same values and the same indices, the first maximum of each window), the backward by the stock
+    """F.max_pool2d(x, 2) on an NCHW tensor: the forward by the channels-last kernel (much faster on the CPU than the
+    NCHW one; the same values and the same indices, the first maximum of each window), the backward by the stock
     kernel with those indices. The backward is differentiable in the gradient only (the stock double backward also
     materializes zeros for the input)."""
 
@@ -136,9 +135,8 @@ class _MaxPool2(torch.autograd.Function):
 
 
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max pool with stride 2, as F.max_pool2d(x, 2): the channels-last forward on the CPU for large inputs,
-    stock elsewhere."""
-    return _MaxPool2.apply(x)[0] if x.device.type == "cpu" and _large(x) else F.max_pool2d(x, 2)
+    """2x2 max pool with stride 2, as F.max_pool2d(x, 2): the channels-last forward for large inputs, stock below."""
+    return _MaxPool2.apply(x)[0] if _large(x) else F.max_pool2d(x, 2)
 
 
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
@@ -169,8 +167,8 @@ def _mean_invstd(x: torch.Tensor, eps: float, rows: int = ROWS) -> tuple[torch.T
 
 class _BatchNorm(torch.autograd.Function):
     """Training-mode F.batch_norm(x, None, None, weight, beta, eps) on the CPU: the statistics by reductions over
-    contiguous rows (the stock kernel's statistics pass is about 3x slower here), the backward by the stock backward
-    kernel given those statistics, its derivative by _BatchNormBackward (tests/ops/test_kernels.py: values, first and second
+    contiguous rows (faster than the stock kernel's statistics pass), the backward by the stock backward kernel given
+    those statistics, its derivative by _BatchNormBackward (tests/ops/test_kernels.py: values, first and second
     derivatives equal the stock ones in float64, also under vmap)."""
 
     generate_vmap_rule = True
@@ -254,8 +252,8 @@ class _BatchNormBackward(torch.autograd.Function):
 
 
 def _scale_shift(t: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """t * scale + shift per channel of an NCHW tensor, in a new tensor: a product, then the shift in place (about 3x
-    faster on the CPU than torch.addcmul, whose kernel is slow when its first operand is the broadcast one)."""
+    """t * scale + shift per channel of an NCHW tensor, in a new tensor: a product, then the shift in place (faster on
+    the CPU than torch.addcmul, whose kernel is slow when its first operand is the broadcast one)."""
     per_channel = (-1, 1, 1)
     return (t * scale.view(per_channel)).add_(shift.view(per_channel))
 
@@ -265,30 +263,12 @@ def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a.flatten(2), b.flatten(2)).sum(0)
 
 
-def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float,
-               outside_vmap: bool = False, groups: int = 1, fast: bool = False) -> torch.Tensor:
-    """Transductive batch norm (the statistics of x itself) with the stock kernel where it is exact: outside vmap,
-    and on the CPU under vmap with the shift only (tested in float64 against the elementary form and finite
-    differences). Under vmap with a gamma, which the inner loop adapts per task, the stock kernel gives wrong
-    second-order gradients (REFERENCE.md), and on a GPU under vmap it is unverified: elementary ops there. A unit
-    scale stands in for a missing gamma (the stock double backward needs one). groups > 1: the batch interleaves that
-    many groups (Monte-Carlo samples; row i * groups + g is example i of group g), each normalized by its own
-    statistics. fast: on the CPU, _BatchNorm where the stock kernel would run."""
-    if groups > 1:                      # a view [n, G * C, H, W]: one channel per (group, channel)
-        y = batch_norm(x.view(-1, groups * x.shape[1], *x.shape[2:]), beta.repeat(groups),
-                       None if gamma is None else gamma.repeat(groups), eps, outside_vmap, fast=fast)
-        return y.view(x.shape)
-    if outside_vmap or (gamma is None and x.device.type == "cpu"):
-        scale = gamma if gamma is not None else torch.ones_like(beta)
-        if fast and x.device.type == "cpu" and _large(x):
-            return _BatchNorm.apply(x.contiguous(), scale, beta, eps)[0]
-        return F.batch_norm(x, None, None, scale, beta, training=True, eps=eps)
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
-    y = (x - mean) * torch.rsqrt(var + eps)
-    if gamma is not None:
-        y = y * gamma.view(1, -1, 1, 1)
-    return y + beta.view(1, -1, 1, 1)
+def batch_norm(x: torch.Tensor, scale: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Training-mode F.batch_norm(x, None, None, scale, beta, eps): by _BatchNorm for large inputs, the stock kernel
+    below (for calls where the stock kernel is exact: bench/ops/dispatch.py decides)."""
+    if _large(x):
+        return _BatchNorm.apply(x.contiguous(), scale, beta, eps)[0]
+    return F.batch_norm(x, None, None, scale, beta, training=True, eps=eps)
 
 
 _UNIT = [1, 1]           # stride and dilation of every convolution here
@@ -305,9 +285,9 @@ def _conv_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
 class _Conv2dBackward(torch.autograd.Function):
     """The convolution's backward, (gO, x, w) -> (dx, dw, db) by the stock kernel, with its derivative from the
     kernels that run fast: the stock double backward takes the weight term, the correlation of the incoming ggx
-    with gO, from a forward convolution with batch and channels swapped (a kernel as large as the image, about 3x
-    slower on the CPU than the backward-weights kernel that computes it here). forward(ctx, ...) style: torch
-    binds a setup_context Function's arguments by inspect.signature on every call (about 8 us)."""
+    with gO, from a forward convolution with batch and channels swapped (a kernel as large as the image, slower on
+    the CPU than the backward-weights kernel that computes it here). forward(ctx, ...) style: torch binds a
+    setup_context Function's arguments by inspect.signature on every call."""
 
     @staticmethod
     def forward(ctx, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: list[int],
@@ -362,15 +342,12 @@ def _plain(*tensors: torch.Tensor | None) -> bool:
     return not any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 1,
-           fast: bool = True) -> torch.Tensor:
-    """F.conv2d with stride 1 on [N, C, H, W] (or [n, m, C, H, W]); fast: on the CPU outside torch.func
-    transforms, by _Conv2d (the same values and derivatives, a cheaper second derivative) where the input is large
-    (_large). Its double backward computes only the terms whose inputs need them: the stock one also runs a
-    transposed convolution for the gradient of an input image that needs none (block 1)."""
-    if x.dim() == 5:                                      # [n, m, C, H, W]: the first two dims as one batch
-        return conv2d(x.flatten(0, 1), weight, bias, padding, fast).unflatten(0, x.shape[:2])
-    if fast and x.device.type == "cpu" and _large(x) and _plain(x, weight, bias):
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 1) -> torch.Tensor:
+    """F.conv2d with stride 1 on [N, C, H, W]: outside torch.func transforms and for large inputs (_large) by _Conv2d
+    (the same values and derivatives, a cheaper second derivative), else stock. Its double backward computes only
+    the terms whose inputs need them: the stock one also runs a transposed convolution for the gradient of an input
+    image that needs none (block 1)."""
+    if _large(x) and _plain(x, weight, bias):
         return _Conv2d.apply(x, weight, bias, padding)
     return F.conv2d(x, weight, bias, padding=padding)
 
@@ -424,8 +401,8 @@ def _separate_bn_pool_relu_grads(x: torch.Tensor, beta: torch.Tensor, eps: float
 
 
 def bn_pool_relu(f: torch.Tensor, beta: torch.Tensor, eps: float, groups: int = 1) -> torch.Tensor:
-    """relu(max_pool2(batch_norm(f, beta))) with the shift only and per-group statistics as batch_norm's, fused
-    for first-order backward passes (_BatchNormPoolReLU); on the CPU outside torch.func transforms."""
+    """relu(max_pool2(batch_norm(f, beta))) with the shift only and per-group statistics (groups > 1, as in
+    bench/ops/dispatch.py's batch norm), fused for first-order backward passes (_BatchNormPoolReLU)."""
     n, c, h, w = f.shape
     x = f.contiguous().view(n // groups, groups * c, h, w)
     out = _BatchNormPoolReLU.apply(x, beta.repeat(groups) if groups > 1 else beta, eps)
@@ -433,6 +410,5 @@ def bn_pool_relu(f: torch.Tensor, beta: torch.Tensor, eps: float, groups: int = 
 
 
 def fused_block_applies(f: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None) -> bool:
-    """Whether bn_pool_relu may run: shift-only batch norm on a large input on the CPU, outside torch.func
-    transforms."""
-    return gamma is None and f.device.type == "cpu" and _large(f) and _plain(f, beta)
+    """Whether bn_pool_relu may run: shift-only batch norm on a large input, outside torch.func transforms."""
+    return gamma is None and _large(f) and _plain(f, beta)

@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from bench.api import Experiment
 from bench.core import checkpoint
+from bench.core.learner import MetaLearner
 from bench.util.atomic import write_text_atomic
 from bench.util.errors import UserError
-
-if TYPE_CHECKING:                          # bench.api imports bench.store.protocol, which imports this module
-    from bench.api import Experiment
-    from bench.core.learner import MetaLearner
 
 
 def curve_folder(checkpoint_path: Path) -> Path:

@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from bench.api import build_experiment
+from bench.core.train import make_optimizer, outer_step
+from bench.data.episodes import EpisodeSampler
+from bench.store.protocol import Protocol
 from bench.util.atomic import write_text_atomic
 from bench.util.failures import NonFinite
 from bench.util.paths import cache_dir
@@ -100,10 +104,6 @@ def _trimmed(cell: dict) -> dict:
 
 def _measure(cell: dict, device: str, threads: int) -> tuple[float, float]:
     """(seconds per meta-train step, seconds per meta-test episode) of the cell, measured here."""
-    from bench.api import build_experiment
-    from bench.data.episodes import EpisodeSampler
-    from bench.store.protocol import Protocol
-    from bench.core.train import make_optimizer, outer_step
     p = Protocol(**cell["protocol"])
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -115,7 +115,7 @@ def _measure(cell: dict, device: str, threads: int) -> tuple[float, float]:
         timed = []
         for _ in range(1 + CALIBRATION_STEPS):                   # the first is a warm-up
             began = time.perf_counter()
-            outer_step(experiment.learner, optimizer, sampler.sample(1))[0].item()
+            outer_step(experiment.learner, optimizer, sampler.sample(1), experiment.executor)[0].item()
             timed.append(time.perf_counter() - began)
         began = time.perf_counter()
         try:

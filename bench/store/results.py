@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from bench.util.atomic import FILE_MODE, write_text_atomic
-from bench.core.attacks import PIXEL_UNITS
+from bench.data.pixels import PIXEL_UNITS
 from bench.store.cell_record import check_record, is_failure
 from bench.util.errors import UserError
 from bench.util.notice import warn
@@ -91,8 +91,9 @@ class ResultStore:
         return True
 
     def state(self, cell: dict, retry_failed: bool = False) -> str:
-        """'done' (a result with every attack, norm and size in pixel units, the cell asks for), 'failed' (a recorded non-finite outcome,
-        kept unless retry_failed) or 'todo' (nothing, a partial result, or a failure worth trying again)."""
+        """'done' (a result with every attack, norm and size in pixel units, the cell asks for), 'failed' (a recorded
+        non-finite outcome, kept unless retry_failed) or 'todo' (nothing, a partial result, or a failure worth trying
+        again)."""
         record = self.read(cell["name"])
         if record is None:
             return "todo"

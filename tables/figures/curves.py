@@ -16,8 +16,8 @@ from tables.figures.files import save_figure
 from tables.figures.context import caption
 from tables.labels import column_text
 from tables.paired import Comparison, apply_holm, compare, reference_of, reference_pairs
-from tables.paired_table import fmt_interval, fmt_p, fmt_wtl
-from tables.render import MARKDOWN
+from tables.markup import MARKDOWN, fmt_interval, fmt_p
+from tables.paired_table import fmt_wtl
 from tables.stats import Interval, t_interval
 
 

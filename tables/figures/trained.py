@@ -11,7 +11,7 @@ from bench.core import checkpoint
 from bench.api import Experiment, build_experiment
 from bench.core.backbone import forward
 from bench.util.errors import UserError
-from bench.core.regularizer import ForwardContext, Params, Regularizer
+from bench.core.regularizer import ForwardContext, Params, Regularizer, Wrapped
 from bench.core.learner import MetaLearner
 from bench.store.protocol import Protocol
 
@@ -52,25 +52,19 @@ def restricted(learner: MetaLearner, ways: int) -> MetaLearner:
     return out
 
 
-class FeatureTap(Regularizer):
+class FeatureTap(Wrapped):
     """Wraps a regularizer, forwarding every hook, and records the block outputs `h{l}` (after pooling; h0 the
     input), the ReLU outputs `a{l}`, the flattened final `features` and the `logits` of the last forward."""
 
-    name = "feature_tap"
+    needs_full_activation = True                       # it records the ReLU outputs before pooling
 
-    def __init__(self, inner: Regularizer):           # no hyper-parameters of its own
-        self.inner, self.hyper, self.pixels, self.draws_noise = inner, inner.hyper, inner.pixels, inner.draws_noise
+    def __init__(self, inner: Regularizer):
+        super().__init__(inner)
         self.seen: dict[str, torch.Tensor] = {}
-
-    def perturb_weights(self, params: Params, ctx: ForwardContext) -> Params:
-        return self.inner.perturb_weights(params, ctx)
 
     def on_features(self, block: int, h: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         self.seen[f"h{block}"] = out = self.inner.on_features(block, h, ctx)
         return out
-
-    def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return self.inner.on_preactivation(block, h_in, f, ctx)
 
     def on_activation(self, block: int, h_in: torch.Tensor, a: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         self.seen[f"a{block}"] = out = self.inner.on_activation(block, h_in, a, ctx)
@@ -89,7 +83,7 @@ def tapped_forward(learner: MetaLearner, params: Params, x: torch.Tensor,
     tap = FeatureTap(learner.reg)
     targets = torch.zeros(len(x), learner.spec.ways, dtype=x.dtype, device=x.device)
     with torch.no_grad():
-        forward(learner.spec, params, x, tap, ForwardContext(params, noise, targets))
+        forward(learner.spec, params, x, tap, ForwardContext(params, noise, targets, learner.ops))
     return tap.seen
 
 

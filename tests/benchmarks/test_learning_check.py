@@ -1,5 +1,5 @@
-"""bench.benchmarks.learning_check on the smoke preset (CPU, synthetic): both cells reach the same iteration count, are tested
-on the same episodes, and the paired summary matches their per-episode accuracies. No accuracy assertions."""
+"""bench.benchmarks.learning_check on the smoke preset (CPU, synthetic): both cells reach the same iteration count,
+are tested on the same episodes, and the paired summary matches their per-episode accuracies. No accuracy assertions."""
 from __future__ import annotations
 
 import json

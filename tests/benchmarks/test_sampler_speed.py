@@ -1,5 +1,5 @@
-"""bench.benchmarks.sampler_speed measures every pipeline in interleaved windows (no timing assertions), and the one-pass
-float conversion equals the textbook normalisation."""
+"""bench.benchmarks.sampler_speed measures every pipeline in interleaved windows (no timing assertions), and the
+one-pass float conversion equals the textbook normalisation."""
 from __future__ import annotations
 
 import torch

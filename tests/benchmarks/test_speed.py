@@ -1,6 +1,6 @@
-"""bench.benchmarks.speed --tiny on CPU: the JSON report holds every protocol with the eager paths timed (the CUDA-graph rows
-skipped with the reason), positive times and the ratio; the wall-clock budget skips the per-task loop. No timing
-assertions."""
+"""bench.benchmarks.speed --tiny on CPU: the JSON report holds every protocol with the eager paths timed (the
+CUDA-graph rows skipped with the reason), positive times and the ratio; the wall-clock budget skips the per-task loop.
+No timing assertions."""
 from __future__ import annotations
 
 import json

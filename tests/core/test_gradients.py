@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-from bench.core.noise import EpisodeNoise
 
 from tests.meta_gradcheck import (TINY, assert_meta_gradients_match_fd, assert_vectorized_matches_reference,
                                   meta_gradients, tiny_episodes, tiny_learner)
@@ -68,7 +67,7 @@ def test_first_order_phi_gradient_is_the_query_path_only():
 
 
 def _test_noise(learner, episodes, ids=(0, 1), seed=5):
-    return EpisodeNoise(learner, list(ids), episodes.x_support.shape[1], seed)
+    return learner.episode_noise(list(ids), episodes.x_support.shape[1], seed)
 
 
 def test_meta_test_sample_chunks_give_the_same_adaptation():

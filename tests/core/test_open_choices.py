@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.api import build_experiment
-from bench.core.attacks import PIXEL_UNITS, fast_gradient
+from bench.core.attacks import fast_gradient
+from bench.data.pixels import PIXEL_UNITS
 from bench.core.backbone import BackboneSpec, forward
 from bench.runner.cells import expand
 from bench.data import duplicates
@@ -83,7 +84,7 @@ def test_independent_gaussian_noise_shape(shape):
     expected = (2, 3, 5, 4, 1, 1) if shape == "channel" else (2, 3, 5, *TINY.preactivation_shape(1))
     assert tuple(noise["eps1"].shape) == expected
     ctx = ForwardContext({**learner.adapted, **learner.meta_only}, {k: v[0, 0] for k, v in noise.items()},
-                         torch.empty(0))
+                         torch.empty(0), learner.ops)
     f = torch.ones(5, *TINY.preactivation_shape(1), dtype=torch.float64)
     z = learner.reg.on_preactivation(1, torch.zeros(5, *TINY.block_input_shape(1), dtype=torch.float64), f, ctx)
     spread_over_space = (z - z[:, :, :1, :1]).abs().max()
@@ -113,10 +114,10 @@ def test_additive_meta_dropout_formula(softplus):
     h = torch.randn(4, *TINY.block_input_shape(2), generator=gen, dtype=torch.float64)
     f = torch.randn(4, *TINY.preactivation_shape(2), generator=gen, dtype=torch.float64)
     eps = torch.randn_like(f)
-    mu = learner.reg.mu(2, h, params)
+    mu = learner.reg.mu(2, h, ForwardContext(params, None, torch.empty(0), learner.ops))
     transform = ops_softplus if softplus else (lambda a: a)
-    noisy = learner.reg.on_preactivation(2, h, f, ForwardContext(params, {"eps2": eps}, torch.empty(0)))
-    query = learner.reg.on_preactivation(2, h, f, ForwardContext(params, None, torch.empty(0)))
+    noisy = learner.reg.on_preactivation(2, h, f, ForwardContext(params, {"eps2": eps}, torch.empty(0), learner.ops))
+    query = learner.reg.on_preactivation(2, h, f, ForwardContext(params, None, torch.empty(0), learner.ops))
     torch.testing.assert_close(noisy, f + 0.3 * transform(mu + eps), rtol=1e-14, atol=0)
     torch.testing.assert_close(query, f + 0.3 * transform(mu), rtol=1e-14, atol=0)
 
@@ -146,7 +147,7 @@ def test_attack_on_mini_normalisation_moves_pixels_by_at_most_epsilon(norm, epsi
     learner = MetaLearner(RGB, build_regularizer("none"), LearnerConfig(), seed=0, dtype=torch.float64)
     y = torch.arange(len(x)) % RGB.ways
     loss = lambda inputs: F.cross_entropy(  # noqa: E731
-        query_logits(RGB, learner.reg, learner.adapted, learner.meta_only, inputs), y)
+        query_logits(RGB, learner.reg, learner.ops, learner.adapted, learner.meta_only, inputs), y)
     space = bank.pixel_space(torch.float64)
     pixels, moved = _to_pixels(bank, x), _to_pixels(bank, fast_gradient(loss, x, epsilon, norm, space))
     delta = (moved - pixels).flatten(1)
@@ -171,8 +172,8 @@ def test_fgsm_training_is_in_pixel_units_and_clamps_like_the_test_attack(clamp):
     targets = F.one_hot(torch.arange(len(x)) % RGB.ways, RGB.ways).double()
     params = {**learner.adapted, **learner.meta_only}
     loss_at = lambda inputs: soft_cross_entropy(  # noqa: E731
-        forward(RGB, params, inputs, reg, ForwardContext(params, {}, targets)), targets)
-    x_adv = reg.perturb_support(x, loss_at, ForwardContext(params, {}, targets))
+        forward(RGB, params, inputs, reg, ForwardContext(params, {}, targets, learner.ops)), targets)
+    x_adv = reg.perturb_support(x, loss_at, ForwardContext(params, {}, targets, learner.ops))
     moved, pixels = _to_pixels(bank, x_adv), _to_pixels(bank, x)
     assert (moved - pixels).abs().max() <= 0.05 + 1e-12
     inside = (moved.min() >= -1e-12) and (moved.max() <= 1 + 1e-12)
@@ -198,7 +199,7 @@ def test_fast_gradient_training_treats_the_attack_as_data(norm):
     targets = F.one_hot(ep.y_support, TINY.ways).double()
     attacked = torch.stack([
         adversarial.reg.perturb_support(ep.x_support[b], lambda inputs, b=b: support_loss(
-            TINY, plain.reg, plain.adapted, plain.meta_only, inputs, targets[b], {}), None)
+            TINY, plain.reg, plain.ops, plain.adapted, plain.meta_only, inputs, targets[b], {}), None)
         for b in range(len(ep.x_support))])
     shifted = ep.__class__(attacked, ep.y_support, ep.x_query, ep.y_query)
     for execution in EXECUTIONS:

@@ -1,4 +1,5 @@
-"""miniImageNet loaders: the real zip (counts, shapes, pixels), and small fakes of the folder, csv and pickle formats."""
+"""miniImageNet loaders: the real zip (counts, shapes, pixels), and small fakes of the folder, csv and pickle formats.
+"""
 from __future__ import annotations
 
 import io

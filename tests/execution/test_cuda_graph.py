@@ -15,7 +15,8 @@ from bench.core.train import make_optimizer, outer_step
 from regularizers import REGISTRY, build_regularizer
 from tests.meta_gradcheck import TINY, tiny_episodes
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run bench/benchmarks/gpu_check.sh)")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
+                               reason="needs a CUDA GPU (run bench/benchmarks/gpu_check.sh)")
 TOLERANCE = {torch.float32: dict(rtol=2e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
 
 

@@ -9,18 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.core.noise import EpisodeNoise
-from bench.data.episodes import EpisodeSampler
 from bench.core import learner as learner_module
 from bench.core.evaluate import meta_test
+from bench.core.executor import Executor
 from bench.core.inner_loop import batched_query_logits
-from bench.ops.kernels import batch_norm
+from bench.core.noise import EpisodeNoise
+from bench.data.episodes import EpisodeSampler
+from bench.execution.cpu import CpuExecutor
 from bench.execution.samples_as_batch import adapt_samples_as_batch
+from bench.ops.dispatch import KernelPlan, select_ops
 from regularizers import REGISTRY
 from regularizers.meta_dropout import MetaDropout
 from tests.meta_gradcheck import tiny_episodes, tiny_learner
 
-AS_BATCH = sorted(name for name, cls in REGISTRY.items() if cls.samples_as_batch and cls.draws_noise)
+AS_BATCH = sorted(name for name, cls in REGISTRY.items() if cls.acts_per_example and cls.draws_noise)
 HYPER = {"independent_gaussian": {"noise_shape": "channel"}}
 pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")  # the CPU kernels checked too
 
@@ -36,7 +38,8 @@ def test_grouped_batch_norm_normalizes_each_group_alone():
     n, groups = 3, 4
     x = torch.randn(n * groups, 5, 6, 6, dtype=torch.float64)
     beta = torch.randn(5, dtype=torch.float64)
-    ours = batch_norm(x, beta, None, 1e-3, outside_vmap=True, groups=groups).view(n, groups, 5, 6, 6)
+    ops = select_ops("cpu", KernelPlan(outside_vmap=True, sample_groups=groups))
+    ours = ops.batch_norm(x, beta, None, 1e-3).view(n, groups, 5, 6, 6)
     for g in range(groups):
         alone = F.batch_norm(x.view(n, groups, 5, 6, 6)[:, g], None, None, torch.ones(5, dtype=torch.float64),
                              beta, training=True, eps=1e-3)
@@ -51,10 +54,11 @@ def test_samples_as_batch_adapts_as_the_vectorized_path(regularizer, chunk):
     xs, ys = episodes.x_support, episodes.y_support
 
     def noise() -> EpisodeNoise:
-        return EpisodeNoise(learner, [0, 1], xs.shape[1], seed=5)
+        return learner.episode_noise([0, 1], xs.shape[1], seed=5)
     vectorized = learner.adapt(xs, ys, 5, first_order=True, sample_chunk=chunk, noise_fn=noise())
-    as_batch = adapt_samples_as_batch(learner.spec, learner.reg, learner.adapted, learner.meta_only, learner.lrs(),
-                                      xs, learner.one_hot(ys), noise(), 5, learner.config.inner_steps, chunk)
+    as_batch = adapt_samples_as_batch(learner.spec, learner.reg, learner.ops.plan, learner.adapted, learner.meta_only,
+                                      learner.lrs(), xs, learner.one_hot(ys), noise(), 5, learner.config.inner_steps,
+                                      chunk)
     moved = False
     for name in vectorized:
         torch.testing.assert_close(as_batch[name], vectorized[name], rtol=1e-11, atol=1e-13)
@@ -62,7 +66,7 @@ def test_samples_as_batch_adapts_as_the_vectorized_path(regularizer, chunk):
     assert moved
 
 
-def test_meta_test_records_its_route_and_gives_the_same_accuracies(monkeypatch):
+def test_meta_test_records_its_route_and_gives_the_same_accuracies():
     learner = tiny_learner("meta_dropout")
     learner.config = dataclasses.replace(learner.config, mc_test=4)
     episodes = tiny_episodes(batch=3)
@@ -74,17 +78,16 @@ def test_meta_test_records_its_route_and_gives_the_same_accuracies(monkeypatch):
         def sample(self, batch: int):
             return type(episodes)(*(t[:batch] for t in (episodes.x_support, episodes.y_support,
                                                         episodes.x_query, episodes.y_query)))
-    as_batch = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False)
+    as_batch = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False, executor=CpuExecutor())
     assert as_batch["adaptation"] == "samples_as_batch"
-    monkeypatch.setattr(type(learner), "test_route", lambda self, samples: "vectorized")
-    vectorized = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False)
+    vectorized = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False, executor=Executor())
     assert vectorized["adaptation"] == "vectorized"
     assert as_batch["accuracies"] == vectorized["accuracies"]
 
 
 def test_cpu_query_logits_without_a_graph_run_task_by_task_as_the_vmapped_ones(monkeypatch):
-    """The meta-test's query pass on the CPU (no graph) runs each task alone, where the fast kernels apply: the same
-    logits as vmap over the tasks, each task with its own adapted parameters; with a graph it stays vmapped."""
+    """The CPU executor's meta-test query pass (no graph) runs each task alone, where the fast kernels apply: the
+    same logits as vmap over the tasks, each task with its own adapted parameters; the core's stays vmapped."""
     vmapped_calls = []
     monkeypatch.setattr(learner_module, "batched_query_logits",
                         lambda *args: vmapped_calls.append(1) or batched_query_logits(*args))
@@ -92,20 +95,21 @@ def test_cpu_query_logits_without_a_graph_run_task_by_task_as_the_vmapped_ones(m
     episodes = tiny_episodes(batch=3)
     adapted = learner.adapt(episodes.x_support, episodes.y_support, 2, first_order=True)
     adapted = {name: v.detach() for name, v in adapted.items()}
-    vmapped = batched_query_logits(learner.spec, learner.reg, adapted, learner.meta_only, episodes.x_query)
+    vmapped = batched_query_logits(learner.spec, learner.reg, learner.ops, adapted, learner.meta_only,
+                                   episodes.x_query)
     with torch.no_grad():
-        per_task = learner.query_logits(adapted, episodes.x_query)
+        per_task = CpuExecutor().test_query_logits(learner, adapted, episodes.x_query)
     torch.testing.assert_close(per_task, vmapped, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(per_task[0], per_task[1])                 # the tasks' parameters differ
     assert not vmapped_calls
-    assert learner.query_logits(adapted, episodes.x_query).requires_grad and vmapped_calls   # with a graph: vmap
+    assert Executor().test_query_logits(learner, adapted, episodes.x_query) is not None and vmapped_calls
 
 
 def test_example_major_noise_is_the_same_draws_transposed():
     learner = tiny_learner("meta_dropout")
     n = tiny_episodes().x_support.shape[1]
-    sample_major = EpisodeNoise(learner, [0, 1], n, seed=3)
-    example_major = EpisodeNoise(learner, [0, 1], n, seed=3)
+    sample_major = learner.episode_noise([0, 1], n, seed=3)
+    example_major = learner.episode_noise([0, 1], n, seed=3)
     for step, (first, end) in enumerate([(0, 3), (3, 5)]):
         drawn, flat = sample_major(step, first, end), example_major.example_major(step, first, end)
         assert drawn.keys() == flat.keys() and drawn
@@ -130,10 +134,11 @@ def test_samples_as_batch_expands_an_untouched_first_block(monkeypatch):
     xs, ys = episodes.x_support, episodes.y_support
 
     def noise() -> EpisodeNoise:
-        return EpisodeNoise(learner, [0, 1], xs.shape[1], seed=6)
+        return learner.episode_noise([0, 1], xs.shape[1], seed=6)
     vectorized = learner.adapt(xs, ys, 4, first_order=True, noise_fn=noise())
-    as_batch = adapt_samples_as_batch(learner.spec, learner.reg, learner.adapted, learner.meta_only, learner.lrs(),
-                                      xs, learner.one_hot(ys), noise(), 4, learner.config.inner_steps, None)
+    as_batch = adapt_samples_as_batch(learner.spec, learner.reg, learner.ops.plan, learner.adapted, learner.meta_only,
+                                      learner.lrs(), xs, learner.one_hot(ys), noise(), 4, learner.config.inner_steps,
+                                      None)
     for name in vectorized:
         torch.testing.assert_close(as_batch[name], vectorized[name], rtol=1e-11, atol=1e-13)
     assert any((as_batch[n] - learner.adapted[n]).abs().max() > 1e-6 for n in as_batch)

@@ -1,7 +1,7 @@
 """bench/execution/task_processes.py: the per-task path on several processes gives the per-task path's numbers at one
-thread bit for bit (every regularizer, MAML and Meta-SGD, float32 and float64, more tasks than processes), a
-worker's failure surfaces with its traceback, a message cut short reads as a closed pipe, a failure here closes
-the pool, and meta_train with two threads trains on two processes to the same parameters as with one thread."""
+thread bit for bit (every regularizer, MAML and Meta-SGD, float32 and float64, more tasks than processes), a worker's
+failure surfaces with its traceback, a message cut short reads as a closed pipe, a failure here closes the pool, and
+meta_train with the CPU executor and two threads trains on two processes to the same parameters as with one thread."""
 import dataclasses
 import io
 import pickle
@@ -14,8 +14,9 @@ from bench.data.synthetic import synthetic_bank
 from bench.data.episodes import EpisodeSampler, Episodes
 from bench.core.learner import LearnerConfig, MetaLearner
 from bench.core.meta_gradient import meta_gradients
-from bench.execution.task_processes import TaskProcessPool, _receive, _send, pool_size
-from bench.benchmarks.timing import intra_op_threads
+from bench.execution.cpu import CpuExecutor, pool_size
+from bench.execution.task_processes import TaskProcessPool, _receive, _send
+from bench.util.devices import intra_op_threads
 from bench.core.train import meta_train
 from regularizers import REGISTRY, build_regularizer
 
@@ -38,7 +39,7 @@ def _one_process_then_pool(learner: MetaLearner, episodes: Episodes, processes: 
         alone = meta_gradients(learner, episodes)
     learner.noise_generator.set_state(state)
     with TaskProcessPool(learner, processes) as pool:
-        pooled = meta_gradients(learner, episodes, processes=pool)
+        pooled = pool.meta_gradients(learner, episodes)
     return alone, pooled
 
 
@@ -70,12 +71,12 @@ def test_worker_failure_is_raised_with_its_traceback():
         bad = Episodes(good.x_support, good.y_support, good.x_query, good.y_query.clone())
         bad.y_query[1, 0] = 99                        # task 1, the worker's: a label out of range
         with pytest.raises(RuntimeError, match="(?s)a task process failed.*out of bounds"):
-            meta_gradients(learner, bad, processes=pool)
+            pool.meta_gradients(learner, bad)
 
 
 def test_workers_start_with_the_allocator_tunables():
-    """The task processes start with glibc's per-thread cache and fast bins off (bench/execution/allocator.py), a user's own
-    GLIBC_TUNABLES after ours (glibc keeps a tunable's last value)."""
+    """The task processes start with glibc's per-thread cache and fast bins off (bench/execution/allocator.py), a
+    user's own GLIBC_TUNABLES after ours (glibc keeps a tunable's last value)."""
     assert worker_tunables({}) == WORKER_TUNABLES
     assert worker_tunables({"GLIBC_TUNABLES": "glibc.malloc.mxfast=64"}) == WORKER_TUNABLES + ":glibc.malloc.mxfast=64"
     with TaskProcessPool(tiny_learner("none"), 2) as pool:
@@ -111,11 +112,11 @@ def test_a_failure_in_this_process_closes_the_pool():
     bad.y_query[0, 0] = 99
     with TaskProcessPool(learner, 2) as pool:
         with pytest.raises(IndexError):
-            meta_gradients(learner, bad, processes=pool)
+            pool.meta_gradients(learner, bad)
         assert pool.pids == []
 
 
-def test_pool_size_follows_threads_device_and_path():
+def test_pool_size_follows_threads_and_path():
     learner = _per_task_learner("none")
     with intra_op_threads(2):
         assert pool_size(learner, 4) == 2
@@ -133,7 +134,7 @@ def _train(threads: int) -> tuple[list[torch.Tensor], dict]:
     sampler = EpisodeSampler(bank, TINY.ways, 1, 2, seed=1)
     with intra_op_threads(threads):
         summary = meta_train(learner, sampler, iterations=3, meta_lr=1e-3, meta_batch=3, progress=False,
-                             log_every=1)
+                             log_every=1, executor=CpuExecutor())
     return [p.detach().clone() for p in learner.parameters()], summary
 
 

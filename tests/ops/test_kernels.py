@@ -1,6 +1,7 @@
-"""bench.ops.kernels in float64: the log1p-free softplus equals F.softplus, the stock batch norm outside vmap equals the
+"""bench.ops in float64: the log1p-free softplus equals F.softplus, the stock batch norm outside vmap equals the
 elementary one, and the fast CPU batch norm equals the stock one, in value, gradient and second derivative (softplus
-and the fast batch norm also under vmap and torch.func.grad)."""
+and the fast batch norm also under vmap and torch.func.grad); batch norm and conv are taken through the dispatch seam
+(bench/ops/dispatch.py) with the plan each case names."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,19 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from bench.ops import kernels as ops
-from bench.ops.kernels import batch_norm, bn_pool_relu, conv2d, max_pool2, mul_softplus, softplus
+from bench.ops.dispatch import KernelPlan, select_ops
+from bench.ops.kernels import bn_pool_relu, max_pool2, mul_softplus, softplus
+
+
+def batch_norm(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None, eps: float, outside_vmap: bool = False,
+               groups: int = 1, fast: bool = False) -> torch.Tensor:
+    """The CPU op set's batch norm for this plan."""
+    return select_ops("cpu", KernelPlan(outside_vmap, sample_groups=groups, fast=fast)).batch_norm(x, beta, gamma, eps)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fast: bool = True) -> torch.Tensor:
+    """The CPU op set's 3x3 convolution (fast: the CPU kernels)."""
+    return select_ops("cpu", KernelPlan(fast=fast)).conv2d(x, weight, bias)
 
 
 pytestmark = pytest.mark.usefixtures("cpu_kernels_at_every_size")

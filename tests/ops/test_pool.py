@@ -1,10 +1,9 @@
-"""The CPU pool of bench/ops/kernels.py and the pool-before-ReLU order of the backbone compute the stock function: the same
-values and indices as F.max_pool2d (ties included: Omniglot's blank regions make whole windows equal), and the same
-loss and meta-gradients as the stock ops on every execution path, bit for bit in float64 and float32 on the
+"""The CPU pool of bench/ops/kernels.py and the pool-before-ReLU order of the backbone compute the stock function: the
+same values and indices as F.max_pool2d (ties included: Omniglot's blank regions make whole windows equal), and the
+same loss and meta-gradients as the stock ops on every execution path, bit for bit in float64 and float32 on the
 per-task paths; with the fast batch norm too, to float64 rounding."""
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from bench.core import backbone
-from bench.ops import kernels as ops
 from bench.data.episodes import Episodes
+from bench.ops import kernels as ops
+from bench.ops.dispatch import KernelPlan
 from bench.ops.kernels import max_pool2
-from regularizers import noise_convs
 from tests.meta_gradcheck import TINY, meta_gradients, tiny_learner
 
 
@@ -87,7 +85,7 @@ def _blank_episodes(dtype: torch.dtype) -> Episodes:
 
 
 def _gradients(regularizer: str, fast: bool, episodes: Episodes, execution: str, dtype: torch.dtype):
-    learner = tiny_learner(regularizer, spec=dataclasses.replace(TINY, fast_kernels=fast), dtype=dtype)
+    learner = tiny_learner(regularizer, dtype=dtype, plan=KernelPlan(fast=fast))
     return meta_gradients(learner, episodes, execution)
 
 
@@ -95,13 +93,14 @@ def _gradients(regularizer: str, fast: bool, episodes: Episodes, execution: str,
 @pytest.mark.parametrize("regularizer", ["none", "meta_dropout"])
 def test_per_task_meta_gradients_equal_the_stock_ops_bit_for_bit_on_blank_images(regularizer, dtype, monkeypatch):
     """The per-task and reference paths, the fast pool and ReLU order against stock ops, on tie-heavy binary
-    episodes; batch norm and the convolutions are the stock kernels in both and the fused first-order block is off
-    (the fast ones sum in another order: the next test)."""
-    stock_batch_norm, conv2d = backbone.batch_norm, backbone.conv2d
-    monkeypatch.setattr(backbone, "batch_norm", lambda *args: stock_batch_norm(*args[:6], fast=False))
-    monkeypatch.setattr(backbone, "conv2d", lambda *args, **kwargs: conv2d(*args, fast=False))
-    monkeypatch.setattr(noise_convs, "conv2d", lambda *args, **kwargs: conv2d(*args, fast=False))
-    monkeypatch.setattr(backbone, "fused_block_applies", lambda *args: False)
+    episodes; batch norm, the convolutions and softplus are the stock kernels in both and the fused first-order
+    kernels are off (the fast ones sum in another order: the next test)."""
+    monkeypatch.setattr(ops, "batch_norm", lambda x, scale, beta, eps: F.batch_norm(x, None, None, scale, beta,
+                                                                                     training=True, eps=eps))
+    monkeypatch.setattr(ops, "conv2d", lambda x, weight, bias: F.conv2d(x, weight, bias, padding=1))
+    monkeypatch.setattr(ops, "fused_block_applies", lambda *args: False)
+    monkeypatch.setattr(ops, "softplus", F.softplus)
+    monkeypatch.setattr(ops, "mul_softplus", lambda f, a: f * F.softplus(a))
     episodes = _blank_episodes(dtype)
     assert _has_tied_windows(F.conv2d(episodes.x_support[0], torch.ones(1, 1, 3, 3, dtype=dtype), padding=1))
     for execution in ("per_task", "reference"):
@@ -139,8 +138,8 @@ def test_vectorized_meta_gradients_equal_the_stock_ops_on_blank_images(regulariz
 
 
 def test_cpu_peak_memory_sees_a_block_allocated_and_freed_inside():
-    """The CPU probe of bench/benchmarks/peers.py, in a fresh process as the benchmark runs it (a process that reuses freed
-    heap blocks shows no growth for a block that fits in memory it already holds): a 64 MiB tensor made and
+    """The CPU probe of bench/benchmarks/peers.py, in a fresh process as the benchmark runs it (a process that reuses
+    freed heap blocks shows no growth for a block that fits in memory it already holds): a 64 MiB tensor made and
     dropped inside the block is seen."""
     script = ("import time, torch\n"
               "from bench.execution.allocator import retain_freed_memory\n"

@@ -12,7 +12,8 @@ import yaml
 from scipy import stats
 from torch.func import vmap
 
-from bench.core.attacks import PixelSpace, fast_gradient
+from bench.core.attacks import fast_gradient
+from bench.data.pixels import PixelSpace
 from bench.core.backbone import forward
 from bench.util.errors import UserError
 from bench.core.regularizer import ForwardContext
@@ -22,10 +23,11 @@ from regularizers.mixup import MIX_LAYERS
 from tests.meta_gradcheck import TINY, tiny_episodes, tiny_learner
 
 REPO = Path(__file__).resolve().parents[2]
-OURS = ["fixed_gaussian", "independent_gaussian", "weight_gaussian", "deterministic_meta_dropout",
-        "meta_dropout_learned_variance", "meta_dropout_additive", "mixup", "vib", "information_dropout", "fgsm"]
-DETERMINISTIC = ["deterministic_meta_dropout", "fgsm"]
-GAUSSIAN_NOISE = [n for n in OURS if n not in ("mixup", "fgsm", "deterministic_meta_dropout")] + ["meta_dropout"]
+PAPER = ["none", "meta_dropout", "fixed_gaussian", "independent_gaussian", "weight_gaussian",
+         "deterministic_meta_dropout", "meta_dropout_learned_variance", "meta_dropout_additive", "mixup", "vib",
+         "information_dropout", "fgsm"]
+GAUSSIAN_NOISE = ["meta_dropout", "fixed_gaussian", "independent_gaussian", "weight_gaussian",
+                  "meta_dropout_learned_variance", "meta_dropout_additive", "vib", "information_dropout"]
 
 
 def params_of(learner) -> dict[str, torch.Tensor]:
@@ -44,7 +46,7 @@ def one_sample_noise(learner, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def support_forward(learner, x, targets, noise) -> tuple[torch.Tensor, ForwardContext]:
-    ctx = ForwardContext(params_of(learner), noise, targets)
+    ctx = ForwardContext(params_of(learner), noise, targets, learner.ops)
     return forward(TINY, ctx.params, x, learner.reg, ctx), ctx
 
 
@@ -55,7 +57,8 @@ def test_every_table_row_builds():
         for row in yaml.safe_load((REPO / "configs" / "tables" / f"{table}.yaml").read_text())["rows"]:
             reg = build_regularizer(row["regularizer"], row.get("hyper", {}))
             assert reg.hyper == {**reg.hyper_defaults, **row.get("hyper", {})}
-    assert set(OURS) <= set(REGISTRY)
+    assert set(PAPER) <= set(REGISTRY)
+    assert {n for n in PAPER if not REGISTRY[n].draws_noise} == {"none", "deterministic_meta_dropout", "fgsm"}
 
 
 def test_unknown_name_lists_the_registry():
@@ -97,7 +100,7 @@ def test_parameter_kinds():
         assert own(name) and all(n.startswith("theta/") for n in own(name)), name
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_randomness_comes_only_from_the_noise_generator(name):
     """Deterministic modes draw nothing; stochastic ones draw from the learner's generator, never the global RNG."""
     learner = tiny_learner(name)
@@ -106,10 +109,10 @@ def test_randomness_comes_only_from_the_noise_generator(name):
     learner.meta_loss(ep.x_support, ep.y_support, ep.x_query, ep.y_query)
     assert torch.equal(torch.get_rng_state(), global_state)
     drew = not torch.equal(learner.noise_generator.get_state(), noise_state)
-    assert drew == (name not in DETERMINISTIC) == learner.reg.draws_noise
+    assert drew == learner.reg.draws_noise
 
 
-@pytest.mark.parametrize("name", [n for n in OURS if n not in DETERMINISTIC])
+@pytest.mark.parametrize("name", sorted(n for n, cls in REGISTRY.items() if cls.draws_noise))
 def test_support_loss_depends_on_the_noise(name):
     learner = tiny_learner(name)
     x, targets, _, _ = episode()
@@ -128,7 +131,7 @@ def test_query_path_is_the_support_path_at_zero_noise(name):
     x, targets, _, _ = episode()
     zeros = {k: torch.zeros_like(v) for k, v in one_sample_noise(learner, len(x)).items()}
     support, _ = support_forward(learner, x, targets, zeros)
-    query = query_logits(TINY, learner.reg, learner.adapted, learner.meta_only, x)
+    query = query_logits(TINY, learner.reg, learner.ops, learner.adapted, learner.meta_only, x)
     torch.testing.assert_close(support, query, rtol=0, atol=1e-13)
 
 
@@ -136,7 +139,7 @@ def query_of(learner, reg_name: str, adapted: dict[str, torch.Tensor] | None = N
     """Query logits of the learner's parameters through another regularizer's query path."""
     _, _, xq, _ = episode()
     adapted = learner.adapted if adapted is None else adapted
-    return query_logits(TINY, build_regularizer(reg_name), adapted, learner.meta_only, xq)
+    return query_logits(TINY, build_regularizer(reg_name), learner.ops, adapted, learner.meta_only, xq)
 
 
 @pytest.mark.parametrize("name,same_as", [
@@ -161,7 +164,7 @@ def test_deterministic_meta_dropout_support_equals_query():
     learner = tiny_learner("deterministic_meta_dropout")
     x, targets, _, _ = episode()
     support, _ = support_forward(learner, x, targets, {})
-    assert torch.equal(support, query_logits(TINY, learner.reg, learner.adapted, learner.meta_only, x))
+    assert torch.equal(support, query_logits(TINY, learner.reg, learner.ops, learner.adapted, learner.meta_only, x))
 
 
 # --- KL terms ----------------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def test_mixup_mixes_inputs_and_labels_at_the_chosen_layer():
     perm, lam = torch.roll(torch.arange(len(x)), 1), torch.tensor(0.3, dtype=torch.float64)
     noise = {"layer": F.one_hot(torch.tensor(0), MIX_LAYERS).double(), "perm": perm, "lam": lam}
     logits, ctx = support_forward(learner, x, targets, noise)
-    plain = query_logits(TINY, build_regularizer("none"), learner.adapted, learner.meta_only,
+    plain = query_logits(TINY, build_regularizer("none"), learner.ops, learner.adapted, learner.meta_only,
                          lam * x + (1 - lam) * x[perm])
     torch.testing.assert_close(logits, plain, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(ctx.targets, lam * targets + (1 - lam) * targets[perm])
@@ -230,7 +233,7 @@ def test_fgsm_raises_the_loss_it_attacks_and_respects_the_range():
 
     def attacked(x, y, epsilon, space):
         loss_at = lambda inputs: F.cross_entropy(  # noqa: E731
-            query_logits(TINY, learner.reg, learner.adapted, learner.meta_only, inputs), y)
+            query_logits(TINY, learner.reg, learner.ops, learner.adapted, learner.meta_only, inputs), y)
         x_adv = fast_gradient(loss_at, x, epsilon, "linf", space)
         return loss_at(x), loss_at(x_adv), x_adv
 
@@ -245,9 +248,9 @@ def test_fgsm_raises_the_loss_it_attacks_and_respects_the_range():
 def test_fgsm_regularizer_perturbs_the_support_by_epsilon():
     learner = tiny_learner("fgsm", {"epsilon": 0.3})
     x, targets, _, _ = episode()
-    ctx = ForwardContext(params_of(learner), {}, targets)
+    ctx = ForwardContext(params_of(learner), {}, targets, learner.ops)
     loss_at = lambda inputs: soft_cross_entropy(  # noqa: E731
-        forward(TINY, ctx.params, inputs, learner.reg, ForwardContext(ctx.params, {}, targets)), targets)
+        forward(TINY, ctx.params, inputs, learner.reg, ForwardContext(ctx.params, {}, targets, learner.ops)), targets)
     x_adv = learner.reg.perturb_support(x, loss_at, ctx)
     torch.testing.assert_close((x_adv - x).abs(), torch.full_like(x, 0.3))
     assert loss_at(x_adv) > loss_at(x)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.attacks import PIXEL_UNITS
+from bench.data.pixels import PIXEL_UNITS
 from bench.runner.cells import expand
 from tables import aggregate_robustness, attacks_of, load_table_def, plot_robustness
 from tables.claims import _metrics, load_claims

@@ -68,7 +68,7 @@ def test_fig4_points_fall_on_the_side_the_adapted_head_classifies_them(regulariz
     if ways == 2:                                                              # the model's own prediction
         with torch.no_grad():
             adapted = learner.adapt(episode.x_support, episode.y_support, 3, first_order=True)
-            logits = query_logits(learner.spec, learner.reg, {n: v[0] for n, v in adapted.items()},
+            logits = query_logits(learner.spec, learner.reg, learner.ops, {n: v[0] for n, v in adapted.items()},
                                   learner.meta_only, episode.x_query[0])
         query = panel.kind == KINDS.index("query")
         assert ((logits.argmax(-1) == 0).numpy() == right[query]).all()
@@ -176,7 +176,7 @@ def test_attack_on_real_mini_imagenet_stays_within_epsilon_and_the_pixel_range(m
     learner = MetaLearner(spec, build_regularizer("none"), LearnerConfig(), seed=0, dtype=torch.float64)
     y = torch.arange(len(x)) % 5
     loss = lambda inputs: F.cross_entropy(  # noqa: E731
-        query_logits(spec, learner.reg, learner.adapted, learner.meta_only, inputs), y)
+        query_logits(spec, learner.reg, learner.ops, learner.adapted, learner.meta_only, inputs), y)
     space = bank.pixel_space(torch.float64)
     s, m = (torch.tensor(v, dtype=torch.float64).view(3, 1, 1) for v in (bank.std, bank.mean))
     for epsilon in (0.01, 0.1):
