@@ -4,7 +4,7 @@ here in task order. Each task is the same computation as on the one-process path
 is bit for bit the same (tests/execution/test_task_processes.py). A 5-way task's ops run on five-image tensors, where
 a second intra-op thread gains little (fixed per-op costs) while a second process doubles the throughput (measured:
 bench/benchmarks/peers.py). Worker processes are spawned (no fork of a threaded parent) and exit with this one:
-`python -m bench.execution.task_processes` (not multiprocessing, which would re-run the caller's main script), talking
+`python -m bench.execution.task_worker` (not multiprocessing, which would re-run the caller's main script), talking
 over its standard input and output; parameters, episodes and noise travel as pickled arrays each step, pickled into
 and out of the pipe as they go (5-way: the parameters 0.5-1 MB, per task 0.25 MB of images and, with meta-dropout, 7
 MB of noise for the five inner steps)."""
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import traceback
@@ -67,7 +66,7 @@ def _receive(stream: IO[bytes]) -> Any:
         raise EOFError("the other process closed the pipe") from None
 
 
-def _worker(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
+def serve(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
     """A worker's loop: first its TaskLearner, then (parameter values, tasks, meta-batch size) in and each task's
     result out; None (or the parent's exit) stops it."""
     retain_freed_memory()                                  # as in the parent (bench/execution/allocator.py)
@@ -117,7 +116,7 @@ class TaskProcessPool:
         self.tunables = worker_tunables(os.environ)                 # less heap fragmentation (allocator.py)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
                "GLIBC_TUNABLES": self.tunables}
-        command = [sys.executable, "-m", "bench.execution.task_processes"]
+        command = [sys.executable, "-m", "bench.execution.task_worker"]
         self._workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
                          for _ in range(processes - 1)]
         for worker in self._workers:
@@ -185,10 +184,3 @@ class TaskProcessPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-if __name__ == "__main__":                                 # a worker: messages on fd 0 and the original fd 1
-    signal.signal(signal.SIGINT, signal.SIG_IGN)           # Ctrl-C stops the parent, which then stops us
-    _messages_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)                                          # prints (warnings of imports) go to standard error
-    _worker(sys.stdin.buffer, _messages_out)
