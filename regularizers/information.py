@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from bench.core.backbone import BackboneSpec
 from bench.core.regularizer import ForwardContext, Params, Regularizer, register
-from bench.ops.dispatch import Ops
 from regularizers.noise_convs import block_convs, block_noise, conv_on_input
 
 
@@ -33,8 +33,7 @@ class InformationRegularizer(Regularizer):
                      device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         return block_noise(spec, n, sample_shape, generator, device, dtype)
 
-    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor,
-                ops: Ops) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(noisy activation, KL per unit) from the ReLU output a and the noise conv's output rho."""
         raise NotImplementedError
 
@@ -42,7 +41,7 @@ class InformationRegularizer(Regularizer):
         if not ctx.stochastic:
             return a
         rho = conv_on_input(ctx, f"{self.prefix}.conv", block, h_in)
-        z, kl = self.perturb(a, rho, ctx.noise[f"eps{block}"], ctx.ops)
+        z, kl = self.perturb(a, rho, ctx.noise[f"eps{block}"])
         ctx.extra_loss = ctx.extra_loss + self.hyper["beta"] * kl.flatten(1).sum(1).mean()
         return z
 
@@ -55,9 +54,8 @@ class VIB(InformationRegularizer):
     name = "vib"
     prefix = "vib"
 
-    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor,
-                ops: Ops) -> tuple[torch.Tensor, torch.Tensor]:
-        sigma = ops.softplus(rho)
+    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = F.softplus(rho)
         kl = 0.5 * (a.square() + sigma.square() - 1 - 2 * torch.log(sigma))
         return a + sigma * eps, kl
 
@@ -75,9 +73,8 @@ class InformationDropout(InformationRegularizer):
         super().validate()
         self.require_in_range("alpha_max", 0.0, 1.0, low_inclusive=False)
 
-    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor,
-                ops: Ops) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturb(self, a: torch.Tensor, rho: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # log sigmoid(rho) written as -softplus(-rho): F.logsigmoid's batching rule fails under nested vmap on CUDA
         # ("SmallVector unable to grow", torch 2.11, H100), so tests/execution/test_cuda_graph.py failed on this line
-        log_alpha = -ops.softplus(-rho) + math.log(self.hyper["alpha_max"])
+        log_alpha = -F.softplus(-rho) + math.log(self.hyper["alpha_max"])
         return a * torch.exp(log_alpha.exp() * eps), -log_alpha

@@ -3,6 +3,7 @@ plus the release's additive noise on the logits."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from bench.core.backbone import BackboneSpec
 from bench.core.regularizer import ForwardContext, Params, Regularizer, register
@@ -62,5 +63,5 @@ class MetaDropout(Regularizer):
     def on_logits(self, features: torch.Tensor, logits: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if not (ctx.stochastic and self.logit_noise):
             return logits
-        sigma = ctx.ops.softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
+        sigma = F.softplus(features @ ctx.params["phi.head.weight"] + ctx.params["phi.head.bias"])
         return logits + sigma.unsqueeze(-1) * ctx.noise["eps_logits"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from bench.core.backbone import INIT_STD, N_BLOCKS, BackboneSpec
 from bench.core.regularizer import ForwardContext, Params, Regularizer, register
@@ -36,7 +37,7 @@ class FixedGaussian(Regularizer):
         a = self.mean(block, h_in, ctx.params)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]          # Eq. 5 with the table's mean
-        return f * ctx.ops.softplus(a)               # Eq. 6
+        return f * F.softplus(a)               # Eq. 6
 
 
 @register
@@ -113,7 +114,7 @@ class WeightGaussian(Regularizer):
     def perturb_weights(self, params: Params, ctx: ForwardContext) -> Params:
         if not ctx.stochastic:
             return params
-        noisy = {n: params[n] + ctx.ops.softplus(params[f"phi.rho.{n}"]) * eps for n, eps in ctx.noise.items()}
+        noisy = {n: params[n] + F.softplus(params[f"phi.rho.{n}"]) * eps for n, eps in ctx.noise.items()}
         return {**params, **noisy}
 
 
@@ -127,7 +128,7 @@ class DeterministicMetaDropout(MetaDropout):
     draws_noise = False
 
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return f * ctx.ops.softplus(self.mu(block, h_in, ctx))
+        return f * F.softplus(self.mu(block, h_in, ctx))
 
 
 @register
@@ -144,9 +145,9 @@ class MetaDropoutLearnedVariance(MetaDropout):
     def on_preactivation(self, block: int, h_in: torch.Tensor, f: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         a = self.mu(block, h_in, ctx)
         if ctx.stochastic:
-            sigma = ctx.ops.softplus(conv_on_input(ctx, "phi.sigma.conv", block, h_in))
+            sigma = F.softplus(conv_on_input(ctx, "phi.sigma.conv", block, h_in))
             a = a + sigma * ctx.noise[f"eps{block}"]
-        return f * ctx.ops.softplus(a)
+        return f * F.softplus(a)
 
 
 @register
@@ -169,4 +170,4 @@ class MetaDropoutAdditive(MetaDropout):
         a = self.mu(block, h_in, ctx)
         if ctx.stochastic:
             a = a + ctx.noise[f"eps{block}"]
-        return f + self.hyper["scale"] * (ctx.ops.softplus(a) if self.hyper["softplus"] else a)
+        return f + self.hyper["scale"] * (F.softplus(a) if self.hyper["softplus"] else a)

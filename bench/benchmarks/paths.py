@@ -29,7 +29,6 @@ from bench.core.evaluate import adapt_and_score
 from bench.core.executor import Executor
 from bench.core.train import make_optimizer, outer_step
 from bench.data.episodes import EpisodeSampler, Episodes
-from bench.execution import allocator
 from bench.execution.cpu import CpuExecutor
 from bench.ops import dispatch, kernels
 from bench.store.protocol import load_protocol
@@ -73,8 +72,6 @@ def _relu_then_pool(ops: dispatch.Ops, f: torch.Tensor, beta: torch.Tensor, gamm
 
 _SOFTPLUS = kernels.softplus
 KERNEL_PATHS: dict[str, tuple[str, Callable[[], contextlib.AbstractContextManager]]] = {
-    "softplus": ("log1p-free softplus (where the fused product does not run)", lambda: _patched(
-        kernels, softplus=F.softplus)),
     "max_pool": ("channels-last 2x2 max pool", lambda: _patched(kernels, max_pool2=lambda x: F.max_pool2d(x, 2))),
     "pool_first": ("pool before the ReLU", lambda: _patched(dispatch.Ops, norm_relu_pool=_relu_then_pool)),
     "batch_norm": ("batch norm: row statistics, short double backward", lambda: _patched(
@@ -93,13 +90,6 @@ class _VectorizedTestAdaptation(CpuExecutor):
 
     def test_route(self, learner: Any, samples: int) -> str:
         return "vectorized"
-
-
-class _VmappedTestQuery(CpuExecutor):
-    """The CPU executor with the core's vmapped query pass at meta-test."""
-
-    def test_query_logits(self, learner: Any, adapted: Any, x_query: torch.Tensor) -> torch.Tensor:
-        return Executor.test_query_logits(self, learner, adapted, x_query)
 
 
 def setup(workload: str, quick: bool, seed: int = 0) -> tuple[Experiment, Episodes]:
@@ -173,8 +163,6 @@ def measure_execution(name: str, reps: int, quick: bool) -> dict[str, Any]:
     exp, episodes = setup("test_5w_md", quick)
     if name == "samples_as_batch":
         off = _test_unit(exp, _VectorizedTestAdaptation())
-    elif name == "query_per_task":
-        off = _test_unit(exp, _VmappedTestQuery())
     else:                    # test_batch_1: four episodes one at a time against one batch of four, per episode
         single = _test_unit(exp, CpuExecutor())
         return {"workload": "test_5w_md", **paired(lambda ep: [single(ep) for _ in range(4)],
@@ -187,23 +175,20 @@ EXECUTION_PATHS = {
     "per_task": "a backward per task (training) instead of vmap over tasks",
     "task_processes": "the meta-batch's tasks on 2 processes instead of 2 intra-op threads",
     "samples_as_batch": "meta-test: the S samples as one batch instead of vmap",
-    "query_per_task": "meta-test: the query pass task by task instead of vmap",
     "test_batch_1": "meta-test: episodes one at a time instead of 4 at once",
 }
 PROCESS_PATHS = {
     "allocator": "glibc keeps freed blocks up to 1 GiB (mallopt), this process",
-    "worker_tunables": "task processes start with glibc's tcache and fast bins off",
     "fused_product_memory": "f * softplus(a) saving f and a: peak memory",
     "fused_block_memory": "batch norm + pool + ReLU fused (first order): peak memory",
     "test_batch_1_memory": "meta-test: episodes one at a time instead of 4 at once (vmap route): peak memory",
-    "softplus_memory": "log1p-free softplus (where the fused product does not run): peak memory",
     "pool_first_memory": "pool before the ReLU: peak memory",
 }
 
 
 def probe(name: str, state: str, quick: bool) -> float:
-    """In a fresh process: ms per 20-way MAML step (allocator), or peak bytes of two 5-way meta-dropout steps on two
-    processes (worker_tunables) or in one (a kernel path's _memory), with the path on or off."""
+    """In a fresh process: ms per 20-way MAML step (allocator), or the peak bytes of two 5-way meta-dropout steps in
+    one process (a kernel path's _memory) or of four test episodes (test_batch_1_memory), with the path on or off."""
     if name == "allocator":
         if state == "off":
             api.retain_freed_memory = lambda: "default (switched off by the benchmark)"
@@ -228,16 +213,7 @@ def probe(name: str, state: str, quick: bool) -> float:
                 unit(episodes)
                 unit(episodes)
         return float(peak.bytes)
-    if state == "off":
-        allocator.WORKER_TUNABLES = ""
-    exp, episodes = setup("train_5w_md_2threads", quick)
-    executor = CpuExecutor()
-    with executor.training(exp.learner, exp.protocol.meta_batch):
-        unit = _train_unit(exp, executor)
-        with PeakMemory(torch.device("cpu"), tuple(executor.pool.pids)) as peak:
-            unit(episodes)
-            unit(episodes)
-    return float(peak.bytes)
+    raise SystemExit(f"no probe {name!r}")
 
 
 def measure_process(name: str, reps: int, quick: bool) -> dict[str, Any]:
@@ -251,8 +227,7 @@ def measure_process(name: str, reps: int, quick: bool) -> dict[str, Any]:
             values[state].append(float(out.stdout.strip().splitlines()[-1]))
     ratios = [b / a for a, b in zip(values["on"], values["off"])]
     unit = "ms" if name == "allocator" else "bytes"
-    workload = {"allocator": "train_20w_maml", "worker_tunables": "train_5w_md_2threads",
-                "test_batch_1_memory": "test_5w_vib"}.get(name, "train_5w_md")
+    workload = {"allocator": "train_20w_maml", "test_batch_1_memory": "test_5w_vib"}.get(name, "train_5w_md")
     return {"workload": workload, "unit": unit,
             f"{unit}_on": statistics.median(values["on"]), f"{unit}_off": statistics.median(values["off"]),
             "gain": statistics.median(ratios) - 1, "reps": reps, "load_average": os.getloadavg()[0]}

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from bench.execution.allocator import WORKER_TUNABLES, retain_freed_memory
+from bench.execution.allocator import retain_freed_memory
 from bench.api import TEST_SEED_OFFSET, Experiment, build_experiment
 from bench.core.noise import EpisodeNoise
 from bench.execution.cpu import CpuExecutor, pool_size
@@ -259,8 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peers, notes = available_peers()
     names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
     report: dict[str, Any] = {"torch": torch.__version__, "cpu_count": os.cpu_count(), "peers": peers,
-                              "allocator": retain_freed_memory() + " (process-wide: the peers' steps too); the suite's "
-                                           f"task processes also start with GLIBC_TUNABLES={WORKER_TUNABLES}",
+                              "allocator": retain_freed_memory() + " (process-wide: the peers' steps too)",
                               "notes": notes, "reps": args.reps, "rows": []}
     for config in names:
         for regularizer in REGULARIZERS:

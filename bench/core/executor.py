@@ -31,7 +31,7 @@ class Executor:
     def training(self, learner: MetaLearner, meta_batch: int) -> Iterator[dict]:
         """Around a training run (resources such as task processes); yields what the run records of its
         execution."""
-        yield {"task_processes": 1, "task_process_tunables": None, "cuda_graph": False}
+        yield {"task_processes": 1, "cuda_graph": False}
 
     def meta_gradients(self, learner: MetaLearner, episodes: Episodes) -> MetaGradients:
         """(meta-loss, query accuracy per task, d loss / d learner.parameters()) of a meta-batch (Eq. 4)."""

@@ -1,7 +1,7 @@
 """The CPU executor: a meta-batch's tasks on several processes of one intra-op thread each (task_processes.py), the
-meta-test's S Monte-Carlo samples as one batch where the regularizer allows it (samples_as_batch.py), and the
-meta-test's query pass task by task, where the CPU kernels apply (vmap takes the stock ones). The same numbers as
-the core's computation up to floating-point summation order (tests/execution/)."""
+meta-test's S Monte-Carlo samples as one batch where the regularizer allows it (samples_as_batch.py), one test
+episode at a time. The same numbers as the core's computation up to floating-point summation order
+(tests/execution/); what each gains: docs/speed.md."""
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +29,7 @@ def pool_size(learner: MetaLearner, meta_batch: int) -> int:
 
 
 class CpuExecutor(Executor):
-    """Task processes in training, the samples as one batch and a per-task query pass at meta-test."""
+    """Task processes in training, one episode at a time and the samples as one batch at meta-test."""
 
     def __init__(self, execution: str | None = None):
         super().__init__(execution)
@@ -39,11 +39,11 @@ class CpuExecutor(Executor):
     def training(self, learner: MetaLearner, meta_batch: int) -> Iterator[dict]:
         processes = pool_size(learner, meta_batch) if self.execution in (None, "per_task") else 1
         if processes < 2:
-            yield {"task_processes": 1, "task_process_tunables": None, "cuda_graph": False}
+            yield {"task_processes": 1, "cuda_graph": False}
             return
         with TaskProcessPool(learner, processes) as self.pool, intra_op_threads(1):
             try:
-                yield {"task_processes": processes, "task_process_tunables": self.pool.tunables, "cuda_graph": False}
+                yield {"task_processes": processes, "cuda_graph": False}
             finally:
                 self.pool = None
 
@@ -53,8 +53,8 @@ class CpuExecutor(Executor):
         return meta_gradients(learner, episodes, self.execution)
 
     def test_batch(self, requested: int) -> int:
-        """One episode at a time: batching episodes does not pay on the CPU (docs/speed.md); results depend on it
-        only through floating-point summation order (the noise is per episode)."""
+        """One episode at a time: batching episodes gains no time on the CPU and costs memory (docs/speed.md);
+        results depend on it only through floating-point summation order (the noise is per episode)."""
         return 1
 
     def test_route(self, learner: MetaLearner, samples: int) -> str:
@@ -68,7 +68,3 @@ class CpuExecutor(Executor):
         return adapt_samples_as_batch(learner.spec, learner.reg, learner.ops.plan, learner.adapted, learner.meta_only,
                                       learner.lrs(), x_support, learner.one_hot(y_support), noise,
                                       learner.samples(samples), learner.config.inner_steps, sample_chunk)
-
-    def test_query_logits(self, learner: MetaLearner, adapted: Params, x_query: torch.Tensor) -> torch.Tensor:
-        per_task = [{name: v[b] for name, v in adapted.items()} for b in range(x_query.shape[0])]
-        return learner.query_logits(per_task, x_query)

@@ -92,7 +92,7 @@ class CudaExecutor(Executor):
     @contextlib.contextmanager
     def training(self, learner: MetaLearner, meta_batch: int) -> Iterator[dict]:
         torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
-        yield {"task_processes": 1, "task_process_tunables": None, "cuda_graph": self.graphed}
+        yield {"task_processes": 1, "cuda_graph": self.graphed}
 
 
 class GraphExecutor(CudaExecutor):

@@ -20,7 +20,7 @@ from typing import IO, Any, Callable
 import numpy as np
 import torch
 
-from bench.execution.allocator import retain_freed_memory, worker_tunables
+from bench.execution.allocator import retain_freed_memory
 from bench.data.episodes import Episodes
 from bench.core.learner import MetaLearner
 from bench.core.meta_gradient import TaskLearner, sum_task_results, task_inputs, task_meta_gradient
@@ -105,17 +105,14 @@ def _worker_parts(learner: MetaLearner) -> TaskLearner:
 
 class TaskProcessPool:
     """`processes` processes for the per-task path (this one and processes - 1 spawned workers), one intra-op
-    thread each while a meta-batch runs; close() (or the with-block's end) stops the workers. `tunables`: the
-    GLIBC_TUNABLES the workers started with."""
+    thread each while a meta-batch runs; close() (or the with-block's end) stops the workers."""
 
     def __init__(self, learner: MetaLearner, processes: int):
         if processes < 2:
             raise ValueError(f"a task-process pool needs at least 2 processes, not {processes}")
         self.processes = processes
         parts = _worker_parts(learner)
-        self.tunables = worker_tunables(os.environ)                 # less heap fragmentation (allocator.py)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
-               "GLIBC_TUNABLES": self.tunables}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "bench.execution.task_worker"]
         self._workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
                          for _ in range(processes - 1)]

@@ -80,15 +80,11 @@ class Ops:
             return kernels.bn_pool_relu(f, beta, eps, self.plan.sample_groups)
         return F.relu(kernels.max_pool2(self.batch_norm(f, beta, gamma, eps)))
 
-    def softplus(self, x: torch.Tensor) -> torch.Tensor:
-        """log(1 + exp(x))."""
-        return kernels.softplus(x) if self.cpu_kernels else F.softplus(x)
-
     def mul_softplus(self, f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """f * softplus(a) (Eq. 6); for a first-order backward on the CPU, the product that saves f and a only."""
         if self.cpu_kernels and self.plan.first_order:
             return kernels.mul_softplus(f, a)
-        return f * self.softplus(a)
+        return f * F.softplus(a)
 
 
 def select_ops(device: torch.device | str, plan: KernelPlan = KernelPlan()) -> Ops:

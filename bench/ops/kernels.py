@@ -1,6 +1,5 @@
 """CPU kernels where the CPU profile says the stock ones cost, each the same function with the same first and second
-derivatives as the stock composition (tests/ops/test_kernels.py, float64): softplus without log1p, the 2x2 max pool by
-the channels-last kernel (the same values and indices), batch norm with faster statistics and a short double
+derivatives as the stock composition (tests/ops/test_kernels.py, float64): the 2x2 max pool by the channels-last kernel (the same values and indices), batch norm with faster statistics and a short double
 backward, the 3x3 convolution whose double backward takes the weight term from the backward-weights kernel, and batch
 norm + pool + ReLU fused for first-order backward passes; for memory, the product f * softplus(a) saving f and a
 only, and the pool and the fused block's statistics ROWS examples at a time. They run from FAST_MIN_POSITIONS
@@ -13,7 +12,6 @@ import torch.nn.functional as F
 
 
 SOFTPLUS_THRESHOLD = 20.0     # F.softplus's default: above it, softplus(x) = x and its derivative is 1
-LOG2_E = 1.4426950408889634   # exp(x) = exp2(x log2(e)): exp2's CPU kernel is the faster one (docs/speed.md)
 ROWS = 8                      # examples per temporary in the pool and the fused block's statistics (memory)
 FAST_MIN_POSITIONS = 980      # N * H * W from which the CPU kernels below measured faster than the stock ones
 #                               (5 x 14 x 14; below, the stock kernels' lower fixed costs win: docs/speed.md)
@@ -24,63 +22,30 @@ def _large(x: torch.Tensor) -> bool:
     return x.numel() >= FAST_MIN_POSITIONS * x.shape[1]
 
 
-class _Softplus(torch.autograd.Function):
-    """softplus(x) = log(exp(x) + 1), d/dx = sigmoid(x), both linear above F.softplus's threshold as the stock
-    kernel is. The stock CPU kernel calls log1p, much slower than log under AVX-512 dispatch (docs/speed.md); the
-    rewrite avoids it (absolute difference below one float32 ulp of 1; tests/ops/test_kernels.py: rtol 1e-12 in
-    float64) in four passes, three of them in place (exp as exp2 of x log2(e): LOG2_E), and the threshold's pass
-    only when the max exceeds it.
-    The backward is written in differentiable ops, so second derivatives (the MAML outer gradient) flow through
-    it; vmap batches it op by op."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        z = torch.mul(x, LOG2_E).exp2_().add_(1.0).log_()  # inf above log(max float): replaced below
-        return torch.where(x > SOFTPLUS_THRESHOLD, x, z) if _any_above_threshold(x) else z
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * _softplus_derivative(x)
-
-
-def _any_above_threshold(x: torch.Tensor) -> bool:
-    """Whether some entry of x exceeds the softplus threshold (always True under torch.func transforms, where the
-    branch cannot depend on values): below it the `where` is the identity, and skipping it saves a full pass."""
-    return not _plain(x) or x.numel() == 0 or bool(x.amax() > SOFTPLUS_THRESHOLD)
-
-
-def softplus(x: torch.Tensor) -> torch.Tensor:
-    """log(1 + exp(x)) by the log1p-free rewrite (_Softplus)."""
-    return _Softplus.apply(x)
-
-
 class _MulSoftplus(torch.autograd.Function):
     """f * softplus(a) saving f and a only: the product is written into softplus's buffer and the backward
-    recomputes softplus(a) in place, so one full-size tensor less is held from the forward to the backward and
-    two fewer are made in it than by the stock mul and _Softplus (meta-dropout's query pass: 75 images in
-    5-way, where a task's memory peaks). With create_graph the backward runs through differentiable ops, the
-    same derivatives; the recomputation then measured slower than saving softplus(a) (the inner loop keeps the
-    stock product)."""
+    recomputes softplus(a), so one full-size tensor less is held from the forward to the backward and two fewer are
+    made in it than by the stock product (meta-dropout's query pass, where a task's memory peaks). With
+    create_graph the backward runs through differentiable ops, the same derivatives."""
 
     @staticmethod
     def forward(ctx, f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(f, a)
-        return _Softplus.forward(a).mul_(f)                             # in softplus's buffer: no temporary
+        return F.softplus(a).mul_(f)                                    # in softplus's buffer: no temporary
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, a = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return grad * softplus(a), (grad * f) * _softplus_derivative(a)
+            return grad * F.softplus(a), (grad * f) * _softplus_derivative(a)
         d_a = _softplus_derivative(a).mul_(grad).mul_(f)                  # in place: no full-size temporary
-        return _Softplus.forward(a).mul_(grad), d_a
+        return F.softplus(a).mul_(grad), d_a
+
+
+def _any_above_threshold(x: torch.Tensor) -> bool:
+    """Whether some entry of x exceeds the softplus threshold (always True under torch.func transforms, where the
+    branch cannot depend on values): below it the `where` is the identity, and skipping it saves two temporaries."""
+    return not _plain(x) or x.numel() == 0 or bool(x.amax() > SOFTPLUS_THRESHOLD)
 
 
 def _softplus_derivative(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +59,7 @@ def mul_softplus(f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     same values and derivatives), else the composition (broadcasting)."""
     if f.shape == a.shape and _plain(f, a):
         return _MulSoftplus.apply(f, a)
-    return f * softplus(a)
+    return f * F.softplus(a)
 
 
 class _MaxPool2(torch.autograd.Function):

@@ -27,7 +27,6 @@ from bench.util.errors import UserError
 from bench.core.regularizer import ForwardContext
 from bench.core.inner_loop import query_logits, soft_cross_entropy, support_loss
 from bench.core.learner import EXECUTIONS, LearnerConfig, MetaLearner
-from bench.ops.kernels import softplus as ops_softplus
 from bench.util.paths import CACHE_DIR_ENV
 from bench.store import protocol
 from bench.store.protocol import load_protocol
@@ -115,7 +114,7 @@ def test_additive_meta_dropout_formula(softplus):
     f = torch.randn(4, *TINY.preactivation_shape(2), generator=gen, dtype=torch.float64)
     eps = torch.randn_like(f)
     mu = learner.reg.mu(2, h, ForwardContext(params, None, torch.empty(0), learner.ops))
-    transform = ops_softplus if softplus else (lambda a: a)
+    transform = F.softplus if softplus else (lambda a: a)
     noisy = learner.reg.on_preactivation(2, h, f, ForwardContext(params, {"eps2": eps}, torch.empty(0), learner.ops))
     query = learner.reg.on_preactivation(2, h, f, ForwardContext(params, None, torch.empty(0), learner.ops))
     torch.testing.assert_close(noisy, f + 0.3 * transform(mu + eps), rtol=1e-14, atol=0)

@@ -9,10 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.core import learner as learner_module
 from bench.core.evaluate import meta_test
 from bench.core.executor import Executor
-from bench.core.inner_loop import batched_query_logits
 from bench.core.noise import EpisodeNoise
 from bench.data.episodes import EpisodeSampler
 from bench.execution.cpu import CpuExecutor
@@ -83,26 +81,6 @@ def test_meta_test_records_its_route_and_gives_the_same_accuracies():
     vectorized = meta_test(learner, Fixed(), episodes=1, batch=1, progress=False, executor=Executor())
     assert vectorized["adaptation"] == "vectorized"
     assert as_batch["accuracies"] == vectorized["accuracies"]
-
-
-def test_cpu_query_logits_without_a_graph_run_task_by_task_as_the_vmapped_ones(monkeypatch):
-    """The CPU executor's meta-test query pass (no graph) runs each task alone, where the fast kernels apply: the
-    same logits as vmap over the tasks, each task with its own adapted parameters; the core's stays vmapped."""
-    vmapped_calls = []
-    monkeypatch.setattr(learner_module, "batched_query_logits",
-                        lambda *args: vmapped_calls.append(1) or batched_query_logits(*args))
-    learner = tiny_learner("meta_dropout")
-    episodes = tiny_episodes(batch=3)
-    adapted = learner.adapt(episodes.x_support, episodes.y_support, 2, first_order=True)
-    adapted = {name: v.detach() for name, v in adapted.items()}
-    vmapped = batched_query_logits(learner.spec, learner.reg, learner.ops, adapted, learner.meta_only,
-                                   episodes.x_query)
-    with torch.no_grad():
-        per_task = CpuExecutor().test_query_logits(learner, adapted, episodes.x_query)
-    torch.testing.assert_close(per_task, vmapped, rtol=1e-12, atol=1e-14)
-    assert not torch.allclose(per_task[0], per_task[1])                 # the tasks' parameters differ
-    assert not vmapped_calls
-    assert Executor().test_query_logits(learner, adapted, episodes.x_query) is not None and vmapped_calls
 
 
 def test_example_major_noise_is_the_same_draws_transposed():

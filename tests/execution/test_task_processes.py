@@ -9,7 +9,6 @@ import pickle
 import pytest
 import torch
 
-from bench.execution.allocator import WORKER_TUNABLES, worker_tunables
 from bench.data.synthetic import synthetic_bank
 from bench.data.episodes import EpisodeSampler, Episodes
 from bench.core.learner import LearnerConfig, MetaLearner
@@ -74,21 +73,6 @@ def test_worker_failure_is_raised_with_its_traceback():
             pool.meta_gradients(learner, bad)
 
 
-def test_workers_start_with_the_allocator_tunables():
-    """The task processes start with glibc's per-thread cache and fast bins off (bench/execution/allocator.py), a
-    user's own GLIBC_TUNABLES after ours (glibc keeps a tunable's last value)."""
-    assert worker_tunables({}) == WORKER_TUNABLES
-    assert worker_tunables({"GLIBC_TUNABLES": "glibc.malloc.mxfast=64"}) == WORKER_TUNABLES + ":glibc.malloc.mxfast=64"
-    with TaskProcessPool(tiny_learner("none"), 2) as pool:
-        try:
-            with open(f"/proc/{pool.pids[0]}/environ", "rb") as environ:
-                variables = environ.read().split(b"\0")
-        except OSError:
-            pytest.skip("no /proc: the workers' environment cannot be read here")
-    # glibc cuts the variable's copy in /proc at the first separator as it parses it: its first tunable shows
-    assert any(v.startswith(b"GLIBC_TUNABLES=" + WORKER_TUNABLES.split(":")[0].encode()) for v in variables)
-
-
 def test_a_message_cut_short_reads_as_a_closed_pipe():
     """Messages are pickled straight through the pipe: a whole one comes back equal, and one cut at any byte
     (a process that died mid-message) reads as EOFError, which the pool reports with the exit code."""
@@ -142,6 +126,5 @@ def test_meta_train_on_two_processes_equals_one_thread():
     one, one_summary = _train(1)
     two, two_summary = _train(2)
     assert one_summary["task_processes"] == 1 and two_summary["task_processes"] == 2
-    assert one_summary["task_process_tunables"] is None and WORKER_TUNABLES in two_summary["task_process_tunables"]
     assert all(torch.equal(a, b) for a, b in zip(one, two))
     assert one_summary["curve"] == two_summary["curve"]
