@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--claims", action="store_true",
                     help="also run and render the tables the paper's claims need, and claims.md/.tex with verdicts "
                          "(--table all does too)")
+    ap.add_argument("--simulate", action="store_true",
+                    help="with --claims: run nothing; write tables/claims_simulated.md, the verdicts a perfect "
+                         "replication with --seeds seeds would get (accuracies drawn around the paper's numbers)")
     ap.add_argument("--retry-failed", action="store_true",
                     help="run again the cells whose failure (non-finite training or test) is recorded")
     ap.add_argument("--yes", action="store_true", help="run a paper-preset sweep without a GPU anyway")

@@ -2,81 +2,117 @@
 comparison), the paper's source sentences and the rules of the verdicts."""
 from __future__ import annotations
 
-from tables.claims import ClaimResult, Tested
+import math
+
+from tables.claims import DEFAULT_SEED_SD, ClaimResult, Tested
+from tables.run_protocols import describe_changes
 from tables.defs import load_table_def
 from tables.labels import column_text
 from tables.markup import LATEX, MARKDOWN, Markup, escape_latex, fmt_interval, fmt_p, latex_headers, longtable, signed
 from tables.paired_table import fmt_wtl
 
-HEADERS = ["#", "Claim / comparison (row vs. reference)", "Paper Δ", "Measured Δ ± 95% CI", "Holm p",
-           "Won / tied / lost (%)", "Verdict", "Episodes for 80% power", "Seeds for 80% power"]
+HEADERS = ["#", "Claim / comparison (row vs. reference)", "Paper Δ", "Measured Δ ± 95% CI", "p (Holm, opposite)",
+           "Won / tied / lost (%)", "Outcome", "Seeds for 80% power"]
 EXPECT_TEXT = {"greater": "row above reference", "less": "row below reference",
-               "not_greater": "row not above reference"}
+               "not_greater": "row not above reference + margin"}
+OUTCOME_TEXT = {"claimed": "in the claimed direction", "opposite": "opposite, significant",
+                "not significant": "not significant", "not run": "not run"}
 
 
 def _count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
 
 
-def _largest(values: list[int | None]) -> int | None:
-    known = [v for v in values if v is not None]
-    return max(known) if known else None
+def _what(tested: Tested, labels: dict[str, str], markup: Markup) -> str:
+    c = tested.comparison
+    what = f"{labels[c.row]} vs. {labels[c.versus]}, {markup.escape(column_text(c.column))}"
+    return what + (f", {c.metric[2]} attack {c.metric[1]:g}" if c.metric else "")
 
 
 def _comparison_line(tested: Tested, labels: dict[str, str], markup: Markup) -> list[str]:
     c = tested.comparison
-    what = f"{labels[c.row]} vs. {labels[c.versus]}, {markup.escape(column_text(c.column))}"
-    if c.metric:
-        what += f", {c.metric[2]} attack {c.metric[1]:g}"
-    paper = "–" if tested.paper_diff != tested.paper_diff else signed(tested.paper_diff, markup)
+    paper = "–" if math.isnan(tested.paper_diff) else signed(tested.paper_diff, markup)
     if c.ok:
-        seeds = f"{len(c.seeds)} seed{'s' if len(c.seeds) > 1 else ''}, {c.basis}"
+        seeds = f"{len(c.seeds)} seeds" if c.basis == "seeds" else "1 seed, over episodes"
         measured = f"{fmt_interval(c.primary, markup)} {markup.small(f'({seeds})')}"
-        p, wtl = fmt_p(c.p_holm), fmt_wtl(c)
+        p = fmt_p(c.p) + (f" ({fmt_p(tested.p_opposite)})" if not math.isnan(tested.p_opposite) else "")
+        wtl = fmt_wtl(c)
     else:
-        measured, p, wtl = markup.missing, "", ""
-    verdict = tested.verdict + " " + markup.small(f"({markup.escape(tested.why)})") if tested.why else tested.verdict
-    return ["", what, paper, measured, p, wtl, verdict, _count(tested.episodes_needed), _count(tested.seeds_needed)]
+        measured, p, wtl = (markup.missing if c.status == "missing" else markup.escape(c.status)), "", ""
+    outcome = OUTCOME_TEXT.get(tested.outcome, markup.escape(tested.outcome))
+    if c.status in ("unpaired", "invalid") and c.reason:
+        outcome += " " + markup.small(f"({markup.escape(c.reason)})")
+    return ["", _what(tested, labels, markup), paper, measured, p, wtl, outcome, ""]
+
+
+def _power(result: ClaimResult, markup: Markup) -> str:
+    if result.seeds_needed is None:
+        return "–"
+    now = "" if math.isnan(result.power_now) or result.seeds < 2 else (
+        f"; {100 * result.power_now:.0f}{markup.pct} at {result.seeds}")
+    return f"{result.seeds_needed} " + markup.small(f"({result.power_basis}{now})")
 
 
 def claim_lines(results: list[ClaimResult], markup: Markup) -> list[tuple[str, list[str]]]:
-    """("claim" | "comparison", cells) for every line of the claims table."""
+    """("claim" | "comparison" | "disagree", cells) for every line of the claims table."""
     out = []
     for number, result in enumerate(results, 1):
         claim = result.claim
+        if result.verdict == "qualitative":
+            head = markup.bold(markup.escape(claim["claim"])) + " " + markup.small(f"(source {number})")
+            out.append(("claim", [markup.bold(str(number)), head, "", "", "", "", markup.bold("qualitative, not tested")
+                                  + " " + markup.small(f"({markup.escape(result.why)})"), ""]))
+            continue
         labels = {row["id"]: markup.label(row) for row in load_table_def(claim["table"])["rows"]}
+        rule = EXPECT_TEXT[claim["expect"]] + (f" {claim['margin']:g}" if claim["expect"] == "not_greater" else "")
         head = markup.bold(markup.escape(claim["claim"])) + " " + markup.small(
-            f"({claim['table']}; expects {EXPECT_TEXT[claim['expect']]}; source {number})")
-        out.append(("claim", [markup.bold(str(number)), head, "", "", "", "", markup.bold(result.verdict),
-                              _count(_largest([t.episodes_needed for t in result.tested])),
-                              _count(_largest([t.seeds_needed for t in result.tested]))]))
-        out += [("comparison", _comparison_line(t, labels, markup)) for t in result.tested]
+            f"({claim['table']}; expects {rule}; source {number})")
+        verdict = markup.bold(markup.escape(result.label))
+        if result.why:
+            verdict += " " + markup.small(f"({markup.escape(result.why)})")
+        out.append(("claim", [markup.bold(str(number)), head, "", "", "", "", verdict, _power(result, markup)]))
+        out += [("comparison", _comparison_line(t, labels, markup)) for t in result.kept]
+        for t in result.disagree:
+            out.append(("disagree", ["", markup.small(f"the paper's own numbers disagree: {_what(t, labels, markup)}"),
+                                     signed(t.paper_diff, markup), "", "", "", "left out", ""]))
     return out
 
 
 def claim_notes(results: list[ClaimResult], markup: Markup) -> list[str]:
-    """The verdict rules, the power definitions and what the runs were."""
+    """The decision rules, the power definitions and what the runs were."""
     pct, pm = markup.pct, markup.pm.strip()
     notes = [
-        f"Verdicts: reproduced = significant in the claimed direction (Holm-adjusted p < 0.05 over every comparison "
-        f"of this table); contradicted = significant in the opposite direction; inconclusive = neither; not run = "
-        f"a side has no result. \"Not above\" claims are reproduced only when the whole 95{pct} CI lies below the "
-        "margin (0 points unless stated) and contradicted when the row is significantly better. A claim is "
-        "reproduced when all its comparisons are, contradicted when any is.",
-        f"Measured {markup.delta}: row {markup.minus} reference on the same test episodes; with one seed the mean over "
-        f"episodes {pm} t-interval and the Wilcoxon signed-rank p (a statement about these trained models); with 2+ "
-        f"seeds the mean of per-seed differences {pm} t-interval over seeds and the t-test p (about the training "
-        f"method). Paper {markup.delta}: the difference of the paper's reported means (none for Figure 5).",
-        f"Power: test episodes (per seed) and seeds at which a two-sided t-test at 0.05 detects the paper's "
-        f"difference with 80{pct} probability, from the measured standard deviation of the per-episode (resp. "
-        "per-seed) differences; – where the paper gives no difference in the claimed direction or a deviation is "
-        "not measured yet (seeds need 2+ seeds).",
+        "Decision rules (docs/claims.md). A claim is judged on the comparisons its paper's own numbers support; "
+        "comparisons where the paper's difference disagrees with its sentence are listed as left out. With one "
+        "seed no claim reads reproduced or contradicted: a claim is about a training method, and one run is "
+        "evidence about that run's models only. With 2+ seeds: reproduced = every kept comparison significant in "
+        "the claimed direction at 0.05 by the t-test over seeds (an intersection-union test: no multiplicity "
+        f"correction); for a \"not above\" claim, every upper 95{pct} bound below the declared margin; "
+        "contradicted = some comparison significant in the opposite direction after Holm within the claim "
+        "(the Holm p in parentheses); inconclusive = neither; not run = no result yet.",
+        f"Measured {markup.delta}: row {markup.minus} reference on the same test episodes (differences on the "
+        f"accuracy grid); with one seed the mean over episodes {pm} t-interval and the Wilcoxon p; with 2+ seeds "
+        f"the mean of the per-seed differences {pm} t-interval over seeds and the t-test p. Paper {markup.delta}: "
+        "the difference of the paper's reported means (none for Figure 5).",
+        f"Seeds for 80{pct} power: the seeds at which a replication whose true differences are the paper's reads "
+        "reproduced with 80% probability by these rules (the product of the kept comparisons' chances to be "
+        "significant in the claimed direction), from the measured spread of the per-seed differences, or a "
+        f"default of {DEFAULT_SEED_SD:g} points of seed spread per cell; the chance at the seeds run follows.",
     ]
-    used = [t.comparison for r in results for t in r.tested if t.comparison.ok]
+    reduced = sorted({change for r in results for change in r.reduced})
+    if reduced:
+        notes.append("Not the paper's protocol: " + markup.escape("; ".join(describe_changes(reduced))) + ". Verdicts "
+                     "say \"at reduced protocol\": they are about this protocol, not the paper's claim at its own.")
+    used = [t.comparison for r in results for t in r.kept if t.comparison.ok]
     if any(not c.datasets <= {"omniglot", "mini_imagenet"} for c in used):
         notes.append("These runs use synthetic data (smoke preset): they rank nothing, and every verdict they give "
                      "is inconclusive by rule; the table only shows that the pipeline works.")
     return notes
+
+
+def verdict_lines(results: list[ClaimResult]) -> list[str]:
+    """One line per claim for the terminal: 'id: verdict (why)'."""
+    return [f"{r.claim['id']}: {r.label}" + (f" ({r.why})" if r.why else "") for r in results]
 
 
 def latex_quote(text: str) -> str:
@@ -96,10 +132,18 @@ def sources(results: list[ClaimResult], escape, quote, ellipsis: str) -> list[st
             for number, r in enumerate(results, 1)]
 
 
-def render_claims_markdown(results: list[ClaimResult]) -> str:
+def _title(results: list[ClaimResult], title: str) -> list[str]:
+    """The title, and the protocol the verdicts rest on."""
+    reduced = sorted({change for r in results for change in r.reduced})
+    protocol = ("the paper's protocol" if not reduced else
+                "REDUCED PROTOCOL, not the paper's: " + "; ".join(describe_changes(reduced)))
+    return [f"# {title}", "", f"Protocol: {protocol}.", ""]
+
+
+def render_claims_markdown(results: list[ClaimResult], title: str = "Does the paper's claim reproduce?") -> str:
     """claims.md: the claims table, its notes and the paper's sentences."""
-    out = ["# Does the paper's claim reproduce?", "", "| " + " | ".join(HEADERS) + " |",
-           "|" + "|".join(["--:", ":--"] + ["--:"] * 4 + [":--"] + ["--:"] * 2) + "|"]
+    out = _title(results, title) + ["| " + " | ".join(HEADERS) + " |",
+                                     "|" + "|".join(["--:", ":--"] + ["--:"] * 4 + [":--", "--:"]) + "|"]
     out += ["| " + " | ".join(cells) + " |" for _, cells in claim_lines(results, MARKDOWN)]
     out += ["", *[f"- {note}" for note in claim_notes(results, MARKDOWN)], "", "Sources (the paper's text):", ""]
     return "\n".join(out + sources(results, MARKDOWN.escape, lambda t: f"“{t}”", "…")) + "\n"
@@ -114,4 +158,5 @@ def render_claims_latex(results: list[ClaimResult]) -> str:
         results, escape_latex, latex_quote, r"\ldots{}")
     ragged = r">{\raggedright\arraybackslash}"
     return longtable("Does the paper's claim reproduce? Paired tests on shared meta-test episodes", "tab:claims",
-                     f"@{{}}r{ragged}p{{6.5cm}}rrrr{ragged}p{{3cm}}rr@{{}}", latex_headers(HEADERS), body, notes)
+                     f"@{{}}r{ragged}p{{6.5cm}}rrrr{ragged}p{{3cm}}{ragged}p{{2.5cm}}@{{}}", latex_headers(HEADERS),
+                     body, notes)

@@ -11,7 +11,7 @@ from tables.labels import column_text
 from tables.markup import Line, Markup, signed
 from tables.paired_table import add_paired_block
 from tables.paper import Reported, cited_rows
-from tables.run_protocols import SMOKE_NOTE, is_smoke
+from tables.run_protocols import SMOKE_NOTE, is_smoke, off_protocol_note, result_changes
 
 
 MAX_FAILURE_NOTES = 10       # failed cells named in a table's notes; the rest are counted
@@ -42,13 +42,14 @@ def _bold_rows(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return bold
 
 
-def _paper(record: dict, markup: Markup) -> str:
+def _paper(record: dict, markup: Markup, off_protocol: bool) -> str:
+    """The paper's number, with the difference to the measured one unless the cell ran another protocol."""
     if math.isnan(record["paper_mean"]):
         return markup.note(markup.not_reported)
     text = f"{record['paper_mean']:.2f}"
     if not math.isnan(record["paper_ci"]):
         text += f"{markup.pm}{record['paper_ci']:.2f}"
-    if not math.isnan(record["diff"]):
+    if not math.isnan(record["diff"]) and not off_protocol:
         text += f" ({markup.delta} {signed(record['diff'], markup)})"
     return markup.note(text)
 
@@ -59,7 +60,8 @@ def _reported(reported: Reported | None, markup: Markup) -> str:
     return reported.mean_text + (f"{markup.pm}{reported.ci_text}" if reported.ci_text else "")
 
 
-def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup, smoke: bool) -> list[Line]:
+def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup, smoke: bool,
+               off_protocol: set[tuple[str, str]]) -> list[Line]:
     bold = set() if smoke else _bold_rows(frame)
     records = {(r["row"], r["column"]): r for r in frame.to_dict("records")}
     lines: list[Line] = []
@@ -73,7 +75,7 @@ def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup, smoke: bool
             record = records.get((row["id"], column))
             in_row = column in row_columns(table_def, row)
             measured.append(_measured(record, (row["id"], column) in bold, markup) if in_row else "")
-            paper.append(_paper(record, markup) if in_row else "")
+            paper.append(_paper(record, markup, (row["id"], column) in off_protocol) if in_row else "")
         lines.append(Line("run", markup.label(row), measured))
         if not smoke:
             lines.append(Line("paper", markup.note(f"paper ({markup.delta})"), paper))
@@ -104,12 +106,14 @@ def _failure_notes(table_def: dict, results: list[dict], markup: Markup) -> list
 
 
 def _provenance(table_def: dict, results: list[dict], markup: Markup) -> str | None:
-    used = [r for seeds in results_by_cell(table_def, results).values() for r in seeds]
+    used = _used(table_def, results)
     if not used:
         return None
     presets = sorted({str(r.get("config", {}).get("preset")) for r in used})
     versions = sorted({str(r.get("code_version"))[:10] for r in used})
-    return markup.escape(f"Runs: preset {', '.join(presets)}; code version {', '.join(versions)}.")
+    lost = sorted({str(r.get("code_version"))[:10] for r in used if r.get("code_on_main") is False})
+    missing = f" (not in main's history: {', '.join(lost)})" if lost else ""
+    return markup.escape(f"Runs: preset {', '.join(presets)}; code version {', '.join(versions)}{missing}.")
 
 
 def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Markup, smoke: bool) -> list[str]:
@@ -131,8 +135,14 @@ def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Ma
         notes.append("Reported by their papers: numbers the paper quotes from other work, not runs of this suite.")
     if not smoke and (cited_rows(table_def["name"]) or frame.paper_mean.isna().any()):
         notes.append(f"{markup.not_reported}: not reported by the paper (or by the paper it cites).")
+    off_protocol = None if smoke else off_protocol_note(table_def["name"], _used(table_def, results))
     provenance = _provenance(table_def, results, markup)
-    return notes + _failure_notes(table_def, results, markup) + ([provenance] if provenance else [])
+    return (notes + ([markup.escape(off_protocol)] if off_protocol else []) + _failure_notes(table_def, results, markup)
+            + ([provenance] if provenance else []))
+
+
+def _used(table_def: dict, results: list[dict]) -> list[dict]:
+    return [r for seeds in results_by_cell(table_def, results).values() for r in seeds]
 
 
 def build_lines(table_def: dict, results: list[dict], markup: Markup,
@@ -142,7 +152,8 @@ def build_lines(table_def: dict, results: list[dict], markup: Markup,
     (a smoke run) the runs alone, never bold."""
     frame, smoke = aggregate(table_def, results), is_smoke(table_def)
     cited = [] if smoke else _cited_lines(table_def, markup)
-    lines = _run_lines(table_def, frame, markup, smoke) + cited
+    off_protocol = {(r["row"], r["column"]) for r in _used(table_def, results) if result_changes(table_def["name"], r)}
+    lines = _run_lines(table_def, frame, markup, smoke, off_protocol) + cited
     notes = _notes(frame, table_def, results, markup, smoke)
     if not paired:
         return lines, notes, []

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.util.atomic import write_text_atomic
-from tables.claims import evaluate_claims, load_claims
+from tables.claims import ClaimResult
 from tables.claims_table import render_claims_latex, render_claims_markdown
 from tables.defs import load_table_def
 from tables.figures.figure_set import FIGURES
@@ -13,9 +13,10 @@ from tables.paired_table import render_paired_latex, render_paired_markdown
 NOT_PAIRED = (*FIGURES, "curves")   # the figures and the learning curves carry their own comparisons
 
 
-def write_reports(out_dir: Path, placed: dict[str, list[dict]], claims: bool) -> tuple[list[Path], list[str]]:
-    """Write paired.md/.tex (the rendered tables' rows against their references) and, if asked, claims.md/.tex;
-    returns the files and the LaTeX fragments for tables.tex."""
+def write_reports(out_dir: Path, placed: dict[str, list[dict]],
+                  claims: list[ClaimResult] | None) -> tuple[list[Path], list[str]]:
+    """Write paired.md/.tex (the rendered tables' rows against their references) and, given the claims'
+    verdicts, claims.md/.tex; returns the files and the LaTeX fragments for tables.tex."""
     written, fragments = [], []
     table_defs = [load_table_def(t) for t in placed if t not in NOT_PAIRED]
     if table_defs:
@@ -23,10 +24,9 @@ def write_reports(out_dir: Path, placed: dict[str, list[dict]], claims: bool) ->
         written += [write_text_atomic(out_dir / "paired.md", render_paired_markdown(table_defs, placed)),
                     write_text_atomic(out_dir / "paired.tex", latex)]
         fragments.append(latex)
-    if claims:
-        results = evaluate_claims(load_claims(), placed)
-        latex = render_claims_latex(results)
-        written += [write_text_atomic(out_dir / "claims.md", render_claims_markdown(results)),
+    if claims is not None:
+        latex = render_claims_latex(claims)
+        written += [write_text_atomic(out_dir / "claims.md", render_claims_markdown(claims)),
                     write_text_atomic(out_dir / "claims.tex", latex)]
         fragments.append(latex)
     return written, fragments

@@ -30,17 +30,24 @@ class Interval:
 
 def t_interval(values: np.ndarray, alpha: float = ALPHA) -> Interval:
     """mean ± t_{1-alpha/2, n-1} * s / sqrt(n) with s the sample std (ddof=1), and the one-sample t-test p-value;
-    NaN bounds for fewer than two values."""
+    NaN bounds for fewer than two values, a NaN p for identical nonzero values."""
     values = np.asarray(values, dtype=float)
     n, mean = len(values), float(np.mean(values)) if len(values) else math.nan
     if n < 2:
         return Interval(mean, math.nan, math.nan, math.nan)
     se = float(np.std(values, ddof=1)) / math.sqrt(n)
-    if se == 0:
-        return Interval(mean, mean, mean, 1.0 if mean == 0 else 0.0)
+    if se == 0:                 # no spread: no test (never p = 0 for identical nonzero values)
+        return Interval(mean, mean, mean, 1.0 if mean == 0 else math.nan)
     half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * se
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return Interval(mean, mean - half, mean + half, p)
+
+
+def on_grid(differences: np.ndarray, grid: float | None) -> np.ndarray:
+    """Paired differences of accuracies rounded to the accuracy grid (100 / (ways x queries)): differences that are
+    equal on the grid but not in floating point become equal, so that rank tests see their ties."""
+    d = np.asarray(differences, dtype=float)
+    return np.round(d / grid) * grid if grid else d
 
 
 def wilcoxon_p(differences: np.ndarray) -> float:

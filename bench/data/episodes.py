@@ -122,7 +122,19 @@ class FixedEpisodes:
         digest.update(self.picks.numpy().astype("<i8").tobytes())
         return digest.hexdigest()
 
+    def episode_ids(self) -> list[str]:
+        """Per episode, 12 hex digits of a sha256 over its classes' names and its image indices (support and query
+        roles): the same id means the same episode, so that paired results can be matched episode by episode."""
+        out = []
+        for classes, picks in zip(self.classes.tolist(), self.picks.numpy().astype("<i8")):
+            digest = hashlib.sha256("\n".join(self.bank.class_names[c] for c in classes).encode())
+            digest.update(repr(self.shots).encode())
+            digest.update(picks.tobytes())
+            out.append(digest.hexdigest()[:12])
+        return out
+
     def describe(self) -> dict:
-        """What the cell JSON records about its test episodes."""
+        """What the cell JSON records about its test episodes: fingerprint, seed, count and each episode's id."""
         return {"fingerprint": self.fingerprint(), "seed": self.seed, "count": len(self.classes),
-                "drawn": "per episode from a CPU torch.Generator; independent of batch size and device"}
+                "drawn": "per episode from a CPU torch.Generator; independent of batch size and device",
+                "ids": self.episode_ids()}

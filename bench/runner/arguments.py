@@ -32,3 +32,5 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Everything about the command line that can be checked without loading the suite."""
     table_names(args.table)
     check_counts(args)
+    if getattr(args, "simulate", False) and not args.claims:
+        raise UserError("--simulate simulates the claims' verdicts: use it with --claims (and --seeds K)")

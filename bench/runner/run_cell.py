@@ -21,7 +21,7 @@ from bench.util.failures import NonFinite
 from bench.util.notice import warn
 from bench.util.paths import data_root as data_root_path
 from bench.store.protocol import Protocol
-from bench.store.provenance import code_version, device_description, environment
+from bench.store.provenance import code_version, device_description, environment, on_main
 from bench.store.results import ResultStore
 
 HEARTBEAT_EVERY = 50      # iterations between lock touches
@@ -85,10 +85,12 @@ def _record_failure(store: ResultStore, cell: dict, device: str, failure: dict, 
 
 
 def _identity(cell: dict, device: str) -> dict:
-    """What traces any record of the cell: its name, settings, seed, places, code version, device, versions."""
+    """What traces any record of the cell: its name, settings, seed, places, code version (and whether it is in
+    main's history), device, versions."""
+    version = code_version()
     return {"name": cell["name"],
             "config": {k: cell[k] for k in ("protocol", "learner", "regularizer", "hyper", "preset", "overrides")},
-            "seed": cell["seed"], "places": cell["places"], "code_version": code_version(),
+            "seed": cell["seed"], "places": cell["places"], "code_version": version, "code_on_main": on_main(version),
             "device": device_description(device), "environment": environment()}
 
 
@@ -136,6 +138,7 @@ def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -
     t2 = time.perf_counter()
     test_curve = curve.finish(test)
     robustness = test.pop("robustness", None)
+    trained = training["iterations"] - training["resumed_from"]        # iterations trained in this process
     return {
         **_identity(cell, device), "status": "ok",
         "runtime": {"threads": torch.get_num_threads(), "allocator": retain_freed_memory()},
@@ -149,8 +152,7 @@ def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -
         "test": test, "robustness": robustness, "test_curve": test_curve, "training": training,
         "timings": {"train_seconds_this_run": t1 - t0 - curve.seconds, "test_seconds": t2 - t1,
                     "curve_test_seconds_this_run": curve.seconds,
-                    "ms_per_iteration": 1000 * (t1 - t0 - curve.seconds)
-                    / max(1, training["iterations"] - training["resumed_from"])},
+                    "ms_per_iteration": (1000 * (t1 - t0 - curve.seconds) / trained) if trained else None},
     }
 
 

@@ -24,7 +24,9 @@ from bench.store.protocol import identity, parse_overrides
 from bench.store.results import ResultStore
 from bench.runner.run_cell import RunOptions
 from tables import latex_document, load_table_def, render_latex, write_tables
-from tables.claims import claim_tables, load_claims
+from tables.claims import ClaimResult, claim_tables, evaluate_claims, load_claims
+from tables.claims_simulation import simulated_claims, simulated_title
+from tables.claims_table import render_claims_markdown, verdict_lines
 from tables.figures.curves import write_curves
 from tables.figures.figure_set import FIGURES, write_figure_set
 from tables.figures.context import FigureContext
@@ -53,15 +55,16 @@ def placed_results(store: ResultStore, table_cells: list[dict]) -> list[dict]:
 
 def render(store: ResultStore, table_cells: list[dict], tables: list[str], paired: bool = False,
            claims: bool = False, data_root: str | None = None, device: str = "cpu",
-           failures: list[str] | None = None) -> list[Path]:
+           failures: list[str] | None = None) -> tuple[list[Path], list[ClaimResult] | None]:
     """Write every asked table and figure from the records in the folder, paired.md and, if asked, claims.md;
-    paired adds the paired column block to the tables. Returns the files. Figures 4, 6 and 7 load their cells'
-    final checkpoints and data (their own work runs on `device`, once: it is cached); a figure that cannot be
-    drawn is reported in `failures` and the others are still written. A write that fails (full disk) is one
-    UserError line; files already written stay as they were."""
+    paired adds the paired column block to the tables. Returns the files and the claims' verdicts (None when not
+    asked). Figures 4, 6 and 7 load their cells' final checkpoints and data (their own work runs on `device`,
+    once: it is cached); a figure that cannot be drawn is reported in `failures` and the others are still
+    written. A write that fails (full disk) is one UserError line; files already written stay as they were."""
     out_dir = store.root / "tables"
     records = placed_results(store, table_cells)
     placed = {table: [r for r in records if r["table"] == table] for table in tables}
+    verdicts = evaluate_claims(load_claims(), placed) if claims else None
     context = FigureContext(out_dir, store, data_root, device)
     written, fragments = [], []
     try:
@@ -74,7 +77,7 @@ def render(store: ResultStore, table_cells: list[dict], tables: list[str], paire
             else:
                 written += write_tables(table_def, results, out_dir, paired)
                 fragments.append(render_latex(table_def, results, paired))
-        reports, report_fragments = write_reports(out_dir, placed, claims)
+        reports, report_fragments = write_reports(out_dir, placed, verdicts)
         written += reports
         fragments += report_fragments
         if fragments:
@@ -82,7 +85,7 @@ def render(store: ResultStore, table_cells: list[dict], tables: list[str], paire
     except OSError as err:
         raise UserError(f"cannot write the tables in {out_dir} ({err.strerror}); the cell results are kept: free "
                         "space and run again with --render-only") from None
-    return written
+    return written, verdicts
 
 
 def _figure(table: str, fig_def: dict, results: list[dict], context: FigureContext,
@@ -156,9 +159,31 @@ def _estimate(args: argparse.Namespace, cells: list[dict], kind: str) -> tuple[C
     return calibrate(cells, devices[0], args.threads), len(devices), where
 
 
+def simulate_claims(args: argparse.Namespace) -> int:
+    """--claims --simulate: the verdicts a perfect replication with --seeds seeds would get, with the measured
+    spreads of the finished cells in --results where they exist; writes tables/claims_simulated.md."""
+    config = load_claims()
+    store = ResultStore(args.results)
+    check_results_folder(store.root, writable=True)
+    tables = claim_tables(config)
+    overrides = parse_overrides(args.set)
+    records = placed_results(store, expand(tables, args.preset, 1, overrides))
+    placed = {table: [r for r in records if r["table"] == table] for table in tables}
+    results = simulated_claims(config, args.seeds, placed)
+    path = write_text_atomic(store.root / "tables" / "claims_simulated.md",
+                             render_claims_markdown(results, simulated_title(args.seeds)))
+    print(simulated_title(args.seeds) + ":", file=sys.stderr)
+    for line in verdict_lines(results):
+        print(f"  {line}", file=sys.stderr)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def sweep(args: argparse.Namespace) -> int:
     """Check everything, expand the tables into cells, run what is left, render; returns the exit code."""
     check_arguments(args)
+    if args.simulate:
+        return simulate_claims(args)
     tables = table_names(args.table)
     claims = args.claims or args.table == "all"
     if args.claims:
@@ -197,11 +222,14 @@ def sweep(args: argparse.Namespace) -> int:
             store.release_dead_locks()
     figure_device = "cuda" if has_gpu and args.device in ("auto", "cuda") else "cpu"
     figure_failures: list[str] = []
-    for path in render(store, table_cells, tables, args.paired, claims, args.data_root, figure_device,
-                       figure_failures):
+    written, verdicts = render(store, table_cells, tables, args.paired, claims, args.data_root, figure_device,
+                               figure_failures)
+    for path in written:
         print(f"wrote {path}", file=sys.stderr)
     for table in tables:
         md = store.root / "tables" / f"{table}.md"
         if md.exists():
             print(md.read_text())
+    if verdicts is not None:
+        print("Claims (tables/claims.md):\n" + "\n".join(f"  {line}" for line in verdict_lines(verdicts)))
     return report(statuses, states, figure_failures)

@@ -1,6 +1,8 @@
-"""Where a result came from: code version, device, library versions."""
+"""Where a result came from: code version (a commit, reachable from main, plus a hash of any uncommitted changes),
+device, library versions."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from pathlib import Path
@@ -10,16 +12,35 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=20)
+
+
 def code_version() -> str:
-    """The git commit of the suite, with '+dirty' when the tree has uncommitted changes; 'unknown' without git."""
+    """The git commit of the suite; with uncommitted changes to tracked files '+dirty.<sha256 of the diff, 12
+    hex>' (two runs with the same changes carry the same version); 'unknown' without git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = _git("rev-parse", "HEAD").stdout.strip()
+        diff = _git("diff", "HEAD", "--binary").stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return sha + ("+dirty" if dirty else "")
+    if not sha:
+        return "unknown"
+    return sha + (f"+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}" if diff else "")
+
+
+def on_main(version: str) -> bool | None:
+    """Whether a code version's commit is in the history of main (or origin/main), so that anyone can check it
+    out; None where git or a main branch is not there to ask."""
+    commit = version.split("+", 1)[0]
+    for branch in ("main", "origin/main"):
+        try:
+            if _git("rev-parse", "--verify", "--quiet", branch).returncode != 0:
+                continue
+            return _git("merge-base", "--is-ancestor", commit, branch).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return None
 
 
 def device_description(device: str | torch.device) -> str:

@@ -112,3 +112,18 @@ def test_table_curves_on_the_smoke_preset(tmp_path):
         assert len({p["episodes"]["fingerprint"] for p in result["test_curve"]}) == 1
         assert f"{result['test']['mean']:.2f} ± {result['test']['ci95']:.2f}" in final
     assert "Holm p" in final
+
+
+def test_a_cell_resumed_at_its_end_has_no_time_per_iteration(tmp_path):
+    """Its checkpoint is at the last iteration: this process trains nothing, so no ms per iteration (it was a
+    division by max(1, 0)); the code version is recorded with whether it is in main's history."""
+    cell = expand(["curves"], "smoke", 1, {"iterations": 4}, only="maml")[0]
+    assert run_cell(cell, RunOptions(str(tmp_path)))["status"] == "ran"
+    store = ResultStore(tmp_path)
+    first = store.read(cell["name"])
+    assert first["timings"]["ms_per_iteration"] > 0 and "code_on_main" in first
+    store.result_path(cell["name"]).unlink()                       # the result lost, the final checkpoint kept
+    assert run_cell(cell, RunOptions(str(tmp_path)))["status"] == "ran"
+    again = store.read(cell["name"])
+    assert again["training"]["resumed_from"] == 4 and again["timings"]["ms_per_iteration"] is None
+    assert again["test"]["accuracies"] == first["test"]["accuracies"]

@@ -27,8 +27,9 @@ def test_all_tables_and_figures_through_ray(tmp_path):
             assert (tables / f"{name}.{ext}").stat().st_size > 0
     assert (tables / "tables.tex").exists()
     claims = (tables / "claims.md").read_text()                     # --table all renders the claims too
-    verdicts = re.findall(r"\*\*(reproduced|contradicted|inconclusive|not run)\*\*", claims)
+    verdicts = re.findall(r"\*\*(reproduced|contradicted|inconclusive|one seed|not run)[^*]*\*\*", claims)
     assert "rank nothing" in claims and len(verdicts) == 11 and set(verdicts) == {"inconclusive"}
+    assert "REDUCED PROTOCOL" in claims and claims.count("qualitative, not tested") == 2
     assert (tables / "claims.tex").stat().st_size > 0 and "| unpaired |" not in (tables / "paired.md").read_text()
     assert len(list((tmp_path / "cells").glob("*.json"))) == 86          # the figures' cells are the tables'
     assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 86      # final checkpoints kept

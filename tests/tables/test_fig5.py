@@ -21,7 +21,7 @@ def _curves(attacks: dict[str, list[float]], start: float, seed: int) -> dict:
         scale = max(epsilons) or 1.0
         means = [start - 50 * e / scale + seed for e in epsilons]
         norms[norm] = {"epsilons": epsilons, "mean": means, "ci95": [0.5] * len(epsilons),
-                       "accuracies": [[m] * 4 for m in means]}
+                       "accuracies": [[m] * 10 for m in means]}
     return {"units": PIXEL_UNITS, "attack": "fast gradient method", "norms": norms}
 
 
@@ -96,14 +96,17 @@ def test_cells_get_the_attacks_of_their_panels() -> None:
                                                                            ("omniglot_20w5s", 1e-5)}
 
 
-def test_the_robustness_claim_compares_every_attack_of_the_panels(fig5_results: list[dict]) -> None:
-    """Figure 5's claim (meta-dropout vs MAML under attack) covers every norm and size > 0 both rows are attacked
-    with, and reads the per-episode accuracies of the norm-keyed results."""
+def test_the_robustness_claim_compares_the_published_fgsm_panels(fig5_results: list[dict]) -> None:
+    """Figure 5's claim (meta-dropout vs MAML under FGSM) covers every size > 0 of the l-infinity panels both rows
+    are attacked with (the other norms are reported, not part of the claim), and reads the per-episode accuracies
+    of the norm-keyed results."""
     fig = load_table_def("fig5")
-    claim = next(c for c in load_claims()["claims"] if c["table"] == "fig5")
+    claim = next(c for c in load_claims()["claims"] if c.get("table") == "fig5")
     metrics = _metrics(fig, claim, "maml_meta_dropout", "maml", "omniglot_20w1s")
-    assert {m[2] for m in metrics} == {"l1", "l2", "linf"} and len(metrics) == 15 and all(m[1] > 0 for m in metrics)
+    assert {m[2] for m in metrics} == {"linf"} and len(metrics) == 5 and all(m[1] > 0 for m in metrics)
+    assert {m[2] for m in _metrics(fig, {**claim, "norms": None}, "maml_meta_dropout", "maml",
+                                   "omniglot_20w1s")} == {"l1", "l2", "linf"}
     maml = next(r for r in fig5_results if r["row"] == "maml" and r["column"] == "omniglot_20w1s")
     accuracies, _ = measure(maml, ("fgsm", 40.0, "l1"))
-    assert accuracies.tolist() == [maml["robustness"]["norms"]["l1"]["mean"][2]] * 4
+    assert accuracies.tolist() == [maml["robustness"]["norms"]["l1"]["mean"][2]] * 10
     assert measure(maml, ("fgsm", 40.0, "l2")) is None

@@ -6,20 +6,27 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bench.store.protocol import load_protocol, protocol_names
 from tables import load_table_def, render_latex, render_markdown
 from tables.paired import compare, reference_of, table_comparisons
 from tables.stats import holm, power_of_t_test, required_n, t_interval, unpaired_interval, won_tied_lost
 
+PROTOCOLS = set(protocol_names())
+
 
 def result(row, accuracies, seed=0, column="omniglot_20w1s", table="table1", fingerprint="episodes-A",
-           dataset="omniglot"):
-    """A result dict shaped like a placed cell JSON, with per-episode accuracies."""
+           dataset="omniglot", preset="paper", protocol=None, ids=None):
+    """A result dict shaped like a placed cell JSON, with per-episode accuracies: the paper protocol of the column
+    (as many test episodes as accuracies) unless `protocol` changes settings."""
     accuracies = [float(a) for a in accuracies]
+    settings = {**load_protocol(column if column in PROTOCOLS else "omniglot_20w1s").to_dict(), "dataset": dataset,
+                "test_episodes": len(accuracies), **(protocol or {})}
+    episodes = {"fingerprint": fingerprint, **({"ids": list(ids)} if ids is not None else {})}
     return {"table": table, "row": row, "column": column, "seed": seed,
-            "config": {"preset": "paper", "protocol": {"dataset": dataset, "iterations": 100}},
+            "config": {"preset": preset, "protocol": settings},
             "code_version": "abc", "test": {"accuracies": accuracies, "mean": float(np.mean(accuracies)),
                                             "ci95": 1.0, "std": 1.0, "n_episodes": len(accuracies),
-                                            "episodes": {"fingerprint": fingerprint}}}
+                                            "episodes": episodes}}
 
 
 def episodes(n=1000, seed=0, ways=20, queries=15):
@@ -78,7 +85,7 @@ def test_holm_adjusts_as_specified():
 def test_across_seeds_uses_the_per_seed_differences():
     rows, refs, per_seed = [], [], []
     for seed, shift in enumerate([0.5, 1.5, 1.0]):
-        base, _ = episodes(n=200, seed=seed)
+        base = 0.9 * episodes(n=200, seed=seed)[0]               # room for the shift below 100
         rows.append(result("row", base + shift, seed))
         refs.append(result("ref", base, seed))
         per_seed.append(shift)

@@ -13,6 +13,8 @@ from bench.util.errors import UserError
 from tables import (aggregate, cells, latex_document, load_table_def, paper_runs, render_latex, render_markdown,
                     write_tables)
 from tables.paper import Reported, cited_rows, parse_reported
+from tables.run_protocols import with_run_protocols
+from bench.store.protocol import load_protocol
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_TEXT = REPO.parent / "shared" / "paper" / "meta-dropout.txt"
@@ -23,10 +25,13 @@ REGULARIZERS = {"none", "meta_dropout", "meta_dropout_additive", "fixed_gaussian
 
 
 def make_result(table: str, row: str, column: str, seed: int, mean: float, ci: float = 0.2,
-                robustness: dict | None = None) -> dict:
-    """A result dict shaped like the runner's per-cell JSON."""
+                robustness: dict | None = None, preset: str = "paper", protocol: dict | None = None) -> dict:
+    """A result dict shaped like the runner's per-cell JSON: the paper's protocol of the column (10 test episodes,
+    which change no estimate) unless `protocol` changes settings."""
+    settings = {**load_protocol(column).to_dict(), "test_episodes": 10, **(protocol or {})}   # 10 accuracies
     return {"table": table, "row": row, "column": column, "seed": seed,
-            "config": {"learner": "maml", "regularizer": "none", "hyper": {}, "preset": "smoke"},
+            "config": {"learner": "maml", "regularizer": "none", "hyper": {}, "preset": preset,
+                       "protocol": settings},
             "code_version": "0123456789abcdef", "device": "cpu",
             "test": {"accuracies": [mean] * 10, "mean": mean, "ci95": ci, "std": 1.0, "n_episodes": 10},
             "robustness": robustness, "training": {}, "timings": {}}
@@ -152,6 +157,21 @@ def test_markdown_marks_best_missing_paper_and_spread(table2_results: list[dict]
     assert "–†" in text and "–†: not run yet" in text
     assert "*Variational Information Bottleneck (additive)*" in text
     assert "Reported by their papers" not in text
+
+
+def test_a_protocol_other_than_the_papers_is_named_and_gets_no_paper_difference() -> None:
+    """Cells run 5-way for 8 iterations under the paper's column: the header names what ran, the paper's number
+    stays without a difference, and a note lists every changed setting."""
+    reduced = {"ways": 5, "iterations": 8}
+    results = [make_result("table2", "maml", "omniglot_20w1s", 0, 40.0, preset="paper", protocol=reduced)]
+    table_def = with_run_protocols(load_table_def("table2"), [
+        {"protocol": results[0]["config"]["protocol"], "places": [{"table": "table2", "column": "omniglot_20w1s"}]}])
+    text = render_markdown(table_def, results)
+    assert "omniglot 5-way 1-shot 28x28 (for Omniglot 20-way 1-shot)" in text
+    assert "*95.23 ± 0.17*" in text and "Δ −55.23" not in text
+    assert "Not the paper's protocol" in text and "iterations 8 (paper 40000); ways 5 (paper 20)." in text
+    latex = render_latex(table_def, results)
+    assert "Not the paper's protocol" in latex and r"($\Delta$ $-$55.23)" not in latex
 
 
 def test_latex_marks_best_missing_and_cited_block(table2_results: list[dict]) -> None:
