@@ -11,7 +11,8 @@ from bench.store.cell_record import is_failure
 from tables.defs import paper_source, row_columns
 from tables.paper import paper_runs
 
-COLUMNS = ["row", "column", "n_seeds", "n_failed", "mean", "seed_std", "ci", "paper_mean", "paper_ci", "diff"]
+COLUMNS = ["row", "column", "n_seeds", "n_failed", "n_collapsed", "mean", "seed_std", "ci", "paper_mean", "paper_ci",
+           "diff"]
 CURVE_COLUMNS = ["row", "column", "norm", "epsilon", "n_seeds", "mean", "ci"]
 
 
@@ -42,9 +43,16 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
+def collapsed(result: dict) -> bool:
+    """Whether a result's model predicted a single class for every query of every test episode."""
+    test = result.get("test", {})
+    single = test.get("single_class_episodes")
+    return single is not None and single == test.get("n_episodes")
+
+
 def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
-    """One record per (row, column) of the definition: seeds, failed seeds, mean, across-seed std, episode CI,
-    paper, diff. Failed seeds are counted, never averaged."""
+    """One record per (row, column) of the definition: seeds, failed seeds, collapsed seeds (one class predicted
+    everywhere), mean, across-seed std, episode CI, paper, diff. Failed seeds are counted, never averaged."""
     grouped, failed = results_by_cell(table_def, results), failures_by_cell(table_def, results)
     records = []
     for row in table_def["rows"]:
@@ -58,7 +66,8 @@ def aggregate(table_def: dict, results: list[dict]) -> pd.DataFrame:
             paper_mean = reported.mean if reported else math.nan
             paper_ci = reported.ci if reported and reported.ci is not None else math.nan
             records.append({"row": row["id"], "column": column, "n_seeds": len(seeds),
-                            "n_failed": len(failed.get((row["id"], column), [])), "mean": _mean(means),
+                            "n_failed": len(failed.get((row["id"], column), [])),
+                            "n_collapsed": sum(map(collapsed, seeds)), "mean": _mean(means),
                             "seed_std": _seed_std(means), "ci": _mean(cis), "paper_mean": paper_mean,
                             "paper_ci": paper_ci, "diff": _mean(means) - paper_mean})
     return pd.DataFrame.from_records(records, columns=COLUMNS)

@@ -8,6 +8,7 @@ import yaml
 
 from bench.core.attacks import check_norm
 from bench.util.errors import UserError
+from bench.util.paths import plain_name
 from tables.paper import paper_runs
 
 TABLES_DIR = Path(__file__).resolve().parents[1] / "configs" / "tables"
@@ -40,6 +41,7 @@ def _check(table_def: dict, where: Path) -> None:
     for key in ("name", "title", "columns", "rows"):
         if key not in table_def:
             raise UserError(f"{where}: missing key {key!r} (need name, title, columns, rows)")
+    plain_name(table_def["name"], f"{where}: table name")
     if not _is_list_of(table_def["columns"], str) or not table_def["columns"]:
         raise UserError(f"{where}: 'columns' must be a list of protocol names, e.g. [omniglot_20w1s, mini_5w1s]")
     if not _is_list_of(table_def["rows"], dict) or not table_def["rows"]:
@@ -55,6 +57,7 @@ def _check(table_def: dict, where: Path) -> None:
                             "{beta: 1.0e-4}")
         if not isinstance(row.get("columns", []), list):
             raise UserError(f"{where}: row {row['id']!r} has columns {row['columns']!r}; it must be a list")
+        plain_name(row["id"], f"{where}: row id")
         if row["id"] in seen:
             raise UserError(f"{where}: row id {row['id']!r} appears twice; row ids must be unique")
         seen.add(row["id"])

@@ -27,6 +27,8 @@ def _measured(record: dict, bold: bool, markup: Markup) -> str:
         text += " " + markup.small(f"(sd {record['seed_std']:.2f}, n={record['n_seeds']})")
     if record["n_failed"]:
         text += " " + markup.small(f"({record['n_failed']} more failed{markup.failed})")
+    if record["n_collapsed"]:
+        text += markup.collapsed
     return text
 
 
@@ -34,7 +36,7 @@ def _bold_rows(frame: pd.DataFrame) -> set[tuple[str, str]]:
     """(row, column) of the single best measured mean of each column; none on a tie, or when the best has a
     failed seed (its mean leaves that seed out)."""
     bold = set()
-    for column, group in frame[frame.n_seeds > 0].groupby("column"):
+    for column, group in frame[(frame.n_seeds > 0) & (frame.n_collapsed == 0)].groupby("column"):
         rounded = group["mean"].round(2)
         top = group[rounded == rounded.max()]
         if len(top) == 1 and top.iloc[0]["n_failed"] == 0:
@@ -131,6 +133,9 @@ def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Ma
         notes.append("(sd s, n=k): across-seed standard deviation s of the k per-seed means.")
     if (frame.n_seeds == 0).any():
         notes.append(f"{markup.missing}: not run yet (no result for this cell).")
+    if (frame.n_collapsed > 0).any():
+        notes.append(f"{markup.collapsed}: a seed's model predicts one class for every query of every test episode "
+                     "(collapsed: its accuracy is chance whatever it reads; never bold).")
     if cited_rows(table_def["name"]) and not smoke:
         notes.append("Reported by their papers: numbers the paper quotes from other work, not runs of this suite.")
     if not smoke and (cited_rows(table_def["name"]) or frame.paper_mean.isna().any()):

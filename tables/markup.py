@@ -20,6 +20,7 @@ class Markup:
     missing: str
     not_reported: str
     failed: str
+    collapsed: str
     bold: Callable[[str], str]
     small: Callable[[str], str]
     note: Callable[[str], str]
@@ -53,7 +54,7 @@ def small_latex(text: str) -> str:
 
 LATEX = Markup(
     pm=r" $\pm$ ", delta=r"$\Delta$", minus="$-$", pct=r"\%", missing=r"--$^\dagger$", not_reported=r"--$^\ddagger$",
-    failed=r"--$^\S$",
+    failed=r"--$^\S$", collapsed=r"$^\P$",
     bold=lambda s: f"\\textbf{{{s}}}", small=small_latex, note=small_latex,
     label=lambda row: (r"\hspace{1em}" if row.get("group") else "") + row["label"],
     group=lambda row: row["group"],
@@ -63,7 +64,7 @@ LATEX = Markup(
 
 
 MARKDOWN = Markup(
-    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡", failed="–§",
+    pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡", failed="–§", collapsed="¶",
     bold=lambda s: f"**{s}**", small=lambda s: s, note=lambda s: f"*{s}*",
     label=lambda row: row.get("label_md", row["label"]),
     group=lambda row: row.get("group_md", row["group"]),

@@ -1,6 +1,7 @@
 """Atomic checkpoints that capture everything a bit-identical resume needs."""
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +28,9 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by atomic_save into CPU memory (generator states must stay on the CPU;
-    parameters and optimizer state are copied to their device when loaded)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    parameters and optimizer state are copied to their device when loaded). Only tensors and plain containers are
+    built (weights_only): results folders are shared, and a crafted file must not run code when it is read."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @contextmanager
@@ -37,5 +39,8 @@ def resuming_from(path: Path) -> Iterator[None]:
     try:
         yield
     except Exception as err:  # noqa: BLE001 - whatever breaks while resuming, the file is what is wrong
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            raise CheckpointUnusable(path, "it holds objects other than tensors and plain containers, which are "
+                                           "never built: a shared file could run code that way") from err
         first_line = (str(err).strip().splitlines() or [""])[0][:200]
         raise CheckpointUnusable(path, f"{type(err).__name__}: {first_line}") from err

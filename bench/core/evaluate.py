@@ -82,6 +82,7 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
     executor = executor or Executor()
     samples = learner.config.mc_test if samples is None else samples
     clean: list[float] = []
+    single_class = 0                    # episodes whose every query is predicted as one class (a collapsed model)
     pairs = [(norm, eps) for norm, sizes in (attacks or {}).items() for eps in sizes]
     attacked: list[list[float]] = [[] for _ in pairs]
     bar = tqdm(total=episodes, desc="meta-test", disable=not progress, dynamic_ncols=True, leave=False)
@@ -90,13 +91,16 @@ def meta_test(learner: MetaLearner, sampler: EpisodeSampler | FixedEpisodes, epi
             b = min(batch, episodes - len(clean))
             ep = sampler.sample(b)
             adapted, logits = adapt_and_score(learner, ep, len(clean), samples, sample_chunk, seed, executor)
-            clean += (100 * (logits.argmax(-1) == ep.y_query).double().mean(-1)).tolist()
+            predictions = logits.argmax(-1)
+            clean += (100 * (predictions == ep.y_query).double().mean(-1)).tolist()
+            single_class += int((predictions == predictions[:, :1]).all(-1).sum())
             for out, (norm, eps) in zip(attacked, pairs):
                 out += (100 * _attacked_accuracy(learner, adapted, ep.x_query, ep.y_query, norm, eps, pixel_space)
                         .double()).tolist()
             bar.update(b)
     bar.close()
-    result = {**summarize(clean), "adaptation": executor.test_route(learner, samples)}
+    result = {**summarize(clean), "single_class_episodes": single_class,
+              "adaptation": executor.test_route(learner, samples)}
     if pairs:
         norms: dict[str, dict] = {}
         for (norm, eps), accuracies in zip(pairs, attacked):

@@ -16,7 +16,11 @@ from bench.core.learner import MetaLearner
 from bench.core.meta_gradient import clip
 from bench.data.episodes import EpisodeSampler, Episodes
 from bench.util.devices import precision_settings
-from bench.util.failures import NonFinite
+from bench.util.failures import Diverged, NonFinite
+
+
+# A meta-loss above this many times a chance-level one (ln N for N ways) is divergence, not learning.
+DIVERGED_LOSS_FACTOR = 100.0
 
 
 class TrainingDiverged(NonFinite):
@@ -49,8 +53,9 @@ class RunningCurve:
     """Per-iteration loss and accuracy stay on the device and are read back once per block or checkpoint
     (no host sync every iteration); blocks of `log_every` iterations become points of the training curve."""
 
-    def __init__(self, log_every: int, curve: list[dict], block: tuple[float, float, int]):
+    def __init__(self, log_every: int, curve: list[dict], block: tuple[float, float, int], ways: int):
         self.log_every, self.curve, self.block = log_every, curve, block
+        self.chance_loss = math.log(ways)
         self.pending: list[torch.Tensor] = []
 
     def add(self, loss: torch.Tensor, accuracy: torch.Tensor) -> None:
@@ -67,6 +72,10 @@ class RunningCurve:
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"meta-loss became {loss} at iteration {first + offset}; lower meta_lr "
                                        "or inner_lr, or check the regularizer's hyper-parameters", first + offset)
+            if loss > DIVERGED_LOSS_FACTOR * self.chance_loss:
+                raise Diverged(f"the meta-loss diverged: {loss:.3g} at iteration {first + offset}, above "
+                               f"{DIVERGED_LOSS_FACTOR:g} x the chance level ln({round(math.exp(self.chance_loss))}) "
+                               f"= {self.chance_loss:.2f}; lower meta_lr or inner_lr", "train", first + offset)
             total_loss, total_acc, n = total_loss + loss, total_acc + acc, n + 1
         self.block = (total_loss, total_acc, n)
 
@@ -95,7 +104,8 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
     executor (default: the core's own computation) says how each step runs."""
     executor = executor or Executor()
     optimizer = make_optimizer(learner, meta_lr, capturable=executor.capturable_optimizer)
-    start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0)), 0.0
+    ways = learner.spec.ways
+    start, curve, spent = 0, RunningCurve(log_every, [], (0.0, 0.0, 0), ways), 0.0
     if checkpoint_path is not None and checkpoint_path.exists():
         with checkpoint.resuming_from(checkpoint_path):
             state = checkpoint.load(checkpoint_path)
@@ -106,7 +116,7 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
             sampler.set_state(state["sampler"])
             torch.set_rng_state(state["torch_rng"])
             start, spent = state["iteration"], state["seconds"]
-            curve = RunningCurve(log_every, state["curve"], state["block"])
+            curve = RunningCurve(log_every, state["curve"], tuple(state["block"]), ways)
     with executor.training(learner, meta_batch) as ran:
         step = partial(outer_step, learner, optimizer, executor=executor)
         began = time.perf_counter()

@@ -89,15 +89,31 @@ def _csv_groups(csv_path: Path) -> dict[str, list[str]]:
     return {label: sorted(names) for label, names in sorted(groups.items())}
 
 
+# What a miniImageNet pickle cache holds besides dicts, lists, strings and numbers: numpy arrays, dtypes and scalars.
+PICKLE_GLOBALS = frozenset((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                           for name in ("_reconstruct", "scalar")) | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what the cache files contain: a pickle naming any other callable (which it
+    would call: a crafted file runs code that way) is refused before anything is built."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which no miniImageNet cache holds")
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
-    """(image_data uint8 [N, 84, 84, 3], class_dict {wnid: indices}) of a pickle cache, checked for its shape."""
+    """(image_data uint8 [N, 84, 84, 3], class_dict {wnid: indices}) of a pickle cache, read by an unpickler that
+    builds numpy arrays and plain containers only, and checked for its shape."""
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f)
+            data = _DataUnpickler(f).load()
         images, class_dict = np.asarray(data["image_data"]), data["class_dict"]
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError) as err:
         raise UserError(f"{path} is not a miniImageNet pickle cache (a dict with image_data and class_dict): "
-                        f"{err}; replace it") from err
+                        f"{err}; refused unread beyond that; replace it, or use the folders or csv format") from err
     if images.dtype != np.uint8 or images.shape[1:] != (84, 84, 3):
         raise UserError(f"{path}: image_data is {images.dtype} {images.shape}, expected uint8 [N, 84, 84, 3]")
     return images, class_dict

@@ -95,6 +95,13 @@ def omniglot_characters(root: Path, download_missing: bool = True) -> tuple[np.n
     return cached_arrays(cache_dir(), "omniglot", key, build)
 
 
+def split_classes(split: str, rule: str = "vinyals") -> int:
+    """How many classes (characters x rotations) a split holds, from the archives' declared contents."""
+    background, total = PARTS["images_background"][1], sum(chars for _, chars in PARTS.values())
+    train = background if rule == "lake" else VINYALS_TRAIN
+    return (train if split == "train" else total - train) * len(ROTATIONS)
+
+
 def split_characters(names: list[str], split: str, rule: str = "vinyals") -> list[int]:
     """Indices into names ("<part>/<alphabet>/<character>") of the split's characters, in sorted name order."""
     if rule not in SPLIT_RULES:

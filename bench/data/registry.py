@@ -8,8 +8,10 @@ from typing import Callable
 import numpy as np
 
 from bench.data.bank import ImageBank
-from bench.data.mini_imagenet import SPLITS as MINI_SPLITS, ZIP_NAME, formats_present, load_mini_imagenet
-from bench.data.omniglot import PARTS as OMNIGLOT_PARTS, SPLITS as OMNIGLOT_SPLITS, load_omniglot
+from bench.data.mini_imagenet import (CLASSES as MINI_CLASSES, PER_CLASS as MINI_PER_CLASS, SPLITS as MINI_SPLITS,
+                                      ZIP_NAME, formats_present, load_mini_imagenet)
+from bench.data.omniglot import (DRAWERS, PARTS as OMNIGLOT_PARTS, SPLITS as OMNIGLOT_SPLITS, load_omniglot,
+                                 split_classes)
 from bench.data.synthetic import synthetic_bank
 from bench.util.errors import UserError
 from bench.util.paths import data_root
@@ -81,3 +83,17 @@ def load_bank(dataset: str, split: str, root: Path | str | None = None, device: 
     if unknown:
         raise UserError(f"unknown {dataset} option(s) {', '.join(unknown)}; it accepts {', '.join(accepted)}")
     return loader(data_root(root), split, device=device, **options)
+
+
+def split_shape(dataset: str, split: str, options: dict) -> dict[str, int]:
+    """What a split offers, without reading an image: classes, images per class, channels and image size (as the
+    loader with these options would build it)."""
+    if dataset == "omniglot":
+        return {"classes": split_classes(split, options.get("split_rule", "vinyals")), "per_class": DRAWERS,
+                "channels": 1, "image_size": 28}
+    if dataset == "mini_imagenet":
+        return {"classes": options.get("classes") or MINI_CLASSES[split],
+                "per_class": options.get("per_class", MINI_PER_CLASS), "channels": 3, "image_size": 84}
+    shape = options.get("image_shape", (1, 28, 28))
+    return {"classes": options.get("n_classes", 64), "per_class": options.get("n_per_class", 20),
+            "channels": shape[0], "image_size": shape[-1]}

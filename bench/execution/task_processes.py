@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import traceback
@@ -92,6 +93,16 @@ def serve(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
             _send(outgoing, ("error", traceback.format_exc()))
 
 
+def _ended(pid: int, code: int) -> str:
+    """One line on a task process that ended without an answer: the signal that killed it, or its exit code."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        hint = " (the out-of-memory killer sends it when memory runs out)" if -code == signal.SIGKILL else ""
+        return f"task process {pid} was killed by {name}{hint}; the cell resumes from its checkpoint when run again"
+    return (f"task process {pid} exited with code {code} without an answer (its messages, if any, are on standard "
+            "error); the cell resumes from its checkpoint when run again")
+
+
 def _worker_parts(learner: MetaLearner) -> TaskLearner:
     """A TaskLearner with the learner's structure on its own tensors (their values arrive each step)."""
     parts = TaskLearner.of(learner)
@@ -117,16 +128,25 @@ class TaskProcessPool:
         self._workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
                          for _ in range(processes - 1)]
         for worker in self._workers:
-            _send(worker.stdin, parts)
+            self._post(worker, parts)
         for worker in self._workers:                        # started (imports done) before the first step
             self._result(worker)
+
+    def _post(self, worker: subprocess.Popen, message: Any) -> None:
+        """Send the worker a message; a one-line RuntimeError if it has already ended."""
+        try:
+            _send(worker.stdin, message)
+        except BrokenPipeError:
+            self.close()
+            raise RuntimeError(_ended(worker.pid, worker.wait())) from None
 
     def _result(self, worker: subprocess.Popen) -> Any:
         """The worker's next message; a RuntimeError with its traceback if it failed or exited."""
         try:
             message = _receive(worker.stdout)
         except EOFError:
-            message = ("error", f"exit code {worker.wait()} (its messages are above)")
+            self.close()
+            raise RuntimeError(_ended(worker.pid, worker.wait())) from None
         if isinstance(message, tuple) and message[0] == "error":
             self.close()
             raise RuntimeError(f"a task process failed:\n{message[1]}")
@@ -145,7 +165,7 @@ class TaskProcessPool:
         shares = np.array_split(np.arange(batch), min(self.processes, batch))
         values = [p.detach() for p in learner.parameters()]
         for worker, share in zip(self._workers, shares[1:]):
-            _send(worker.stdin, (values, [tasks[b] for b in share], batch))
+            self._post(worker, (values, [tasks[b] for b in share], batch))
         # this process's share in its own storage, so that the workers' (views of the meta-batch's tensors) go
         own = [_map_leaves(tasks[b], torch.Tensor, torch.clone) for b in shares[0]]
         del tasks

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from bench.store.protocol import identity, load_protocol
+from bench.util.paths import plain_name
 from tables import attacks_of, cells as table_cells, load_table_def
 
 
@@ -22,7 +23,7 @@ def cell_name(protocol: dict, learner: str, regularizer: str, hyper: dict, seed:
     """Readable, unique file stem: protocol, learner, regularizer, hyper-parameters, seed, key."""
     hyper_text = "".join(f"-{k}={v}" for k, v in sorted(hyper.items()))
     key = train_key(protocol, learner, regularizer, hyper, seed)
-    return f"{protocol['name']}__{learner}__{regularizer}{hyper_text}__seed{seed}__{key}"
+    return plain_name(f"{protocol['name']}__{learner}__{regularizer}{hyper_text}__seed{seed}__{key}", "cell name")
 
 
 def expand(tables: list[str], preset: str, seeds: int, overrides: dict[str, Any],

@@ -11,9 +11,13 @@ import torch
 
 from bench.api import Experiment
 from bench.core import checkpoint
+from bench.core.checkpoint import CheckpointUnusable
+from bench.store.cell_record import check_point
+from bench.store.results import set_aside
 from bench.core.learner import MetaLearner
 from bench.util.atomic import write_text_atomic
 from bench.util.errors import UserError
+from bench.util.notice import warn
 
 
 def curve_folder(checkpoint_path: Path) -> Path:
@@ -48,10 +52,27 @@ class CurveRecorder:
     def _stored(self, iteration: int) -> dict | None:
         if self.folder is None:
             return self.memory.get(iteration)
+        path = self._result_path(iteration)
         try:
-            return json.loads(self._result_path(iteration).read_text())
-        except (OSError, ValueError):
+            return check_point(json.loads(path.read_text()), iteration, self.experiment.protocol.test_episodes)
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as err:               # damaged (or not UTF-8, or not JSON): evaluated again
+            aside = set_aside(path)
+            warn(f"{path} is not a valid learning-curve point ({str(err).splitlines()[0][:200]}); moved it to "
+                 f"{aside}; the point is evaluated again")
+            return None
+
+    def _snapshot(self, iteration: int) -> dict:
+        """The learner state snapshotted at `iteration`; CheckpointUnusable (the runner sets it aside) when it
+        cannot be read or is not this cell's learner."""
+        path = self._snapshot_path(iteration)
+        with checkpoint.resuming_from(path):
+            state = checkpoint.load(path)
+            missing = sorted(set(self.experiment.learner.named_parameters()) - set(state))
+            if missing:
+                raise KeyError(f"it holds no {missing[0]}: not this cell's learner")
+        return state
 
     def recover(self, checkpoint_path: Path | None) -> None:
         """Before (re)starting training: a checkpoint taken at an evaluation point whose snapshot was not yet
@@ -64,9 +85,9 @@ class CurveRecorder:
         for point in self.points:
             if point > reached or self._stored(point) is not None or self._snapshot_path(point).exists():
                 continue
-            if point != reached:
-                raise UserError(f"the learning-curve snapshot at iteration {point} is missing from {self.folder}; "
-                                f"delete {checkpoint_path} to retrain this cell")
+            if point != reached:            # lost (set aside, or deleted): only training again gives it back
+                raise CheckpointUnusable(checkpoint_path, f"the learning-curve point at iteration {point} has no "
+                                                          "evaluation and no snapshot left; training again")
             checkpoint.atomic_save(learner_state, self._snapshot_path(point))
 
     def on_iteration(self, done: int) -> None:
@@ -109,10 +130,12 @@ class CurveRecorder:
         for iteration in self.points:
             point = self._stored(iteration)
             if point is None:
-                if self.folder is None or not self._snapshot_path(iteration).exists():
-                    raise UserError(f"no snapshot at iteration {iteration} to evaluate; delete the cell's "
-                                    "checkpoint to retrain it")
-                point = self._evaluate(iteration, checkpoint.load(self._snapshot_path(iteration)))
+                if self.folder is None:
+                    raise UserError(f"no evaluation at iteration {iteration}: train with the curve recorder on")
+                if not self._snapshot_path(iteration).exists():       # lost: only training again gives it back
+                    raise CheckpointUnusable(self.folder.with_suffix(".pt"), f"the learning-curve point at "
+                                             f"iteration {iteration} has no evaluation and no snapshot; training again")
+                point = self._evaluate(iteration, self._snapshot(iteration))
             points.append(point)
         final = {k: v for k, v in final_test.items() if k != "robustness"}
         return points + [{"iteration": self.final, **final}]

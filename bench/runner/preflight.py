@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.data.registry import check_data
+from bench.data.registry import check_data, split_shape
 from bench.util.errors import UserError
 from regularizers import build_regularizer
 
@@ -47,7 +47,32 @@ def check_rows(cells: list[dict]) -> None:
 
 
 def check_data_for(cells: list[dict], data_root: str | None) -> None:
-    """The data every cell still to run needs is where --data-root says (no image is read)."""
+    """The data every cell still to run needs is where --data-root says, and fits the cell's protocol: ways,
+    shots + queries, channels and image size (no image is read)."""
     needs = {(c["protocol"]["dataset"], (c["protocol"]["train_split"], c["protocol"]["test_split"])) for c in cells}
     for dataset, splits in sorted(needs):
         check_data(dataset, splits, data_root)
+    for cell in cells:
+        problem = shape_problem(cell["protocol"])
+        if problem:
+            raise UserError(f"cell {cell['name']}: {problem}")
+
+
+def shape_problem(protocol: dict) -> str | None:
+    """Why a protocol cannot run on its dataset's splits (None when it can), in words that say what to change."""
+    dataset, options = protocol["dataset"], protocol.get("data_options") or {}
+    for role, split, examples in (("meta-training", protocol["train_split"], protocol["shots"] + protocol["queries"]),
+                                  ("meta-test", protocol["test_split"],
+                                   protocol["shots"] + (protocol.get("test_queries") or protocol["queries"]))):
+        offer = split_shape(dataset, split, options)
+        if protocol["ways"] > offer["classes"]:
+            return (f"ways={protocol['ways']} but the {dataset} {split} split ({role}) has {offer['classes']} "
+                    f"classes; use --set ways=N with N <= {offer['classes']}")
+        if examples > offer["per_class"]:
+            return (f"shots + queries = {examples} images per class for {role}, but {dataset} has "
+                    f"{offer['per_class']}; lower shots or queries (test_queries)")
+        if protocol["in_channels"] != offer["channels"] or protocol["image_size"] != offer["image_size"]:
+            return (f"in_channels={protocol['in_channels']}, image_size={protocol['image_size']}, but {dataset} "
+                    f"images are {offer['channels']}x{offer['image_size']}x{offer['image_size']}; drop the "
+                    f"--set of in_channels / image_size")
+    return None

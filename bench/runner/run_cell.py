@@ -16,15 +16,17 @@ from bench.core.checkpoint import CheckpointUnusable
 from bench.runner.curves import CurveRecorder, curve_folder
 from bench.data.bank import ImageBank
 from bench.data.duplicates import cell_record
-from bench.util.errors import UserError
-from bench.util.failures import NonFinite
+from bench.util.errors import DiskFull, UserError
+from bench.util.failures import Diverged, NonFinite
 from bench.util.notice import warn
 from bench.util.paths import data_root as data_root_path
 from bench.store.protocol import Protocol
 from bench.store.provenance import code_version, device_description, environment, on_main
-from bench.store.results import ResultStore
+from bench.store.results import ResultStore, set_aside
 
 HEARTBEAT_EVERY = 50      # iterations between lock touches
+MAX_SET_ASIDE = 3         # unusable files set aside for one cell before its failure is recorded
+PARAMETER_BOUND = 1e4     # a meta-learned value beyond this (initialised at std 0.02) is a diverged run
 PROGRESS_MODES = ("bars", "lines", "none")
 LINES_EVERY = 0.1         # "lines": one line per this fraction of a long cell's training
 LONG_CELL = 100           # iterations from which a cell counts as long
@@ -59,9 +61,11 @@ def run_cell(cell: dict, options: RunOptions, device: str = "cpu") -> dict:
     try:
         store.write(name, _train_and_test(cell, store, options, device))
         return {"name": name, "status": "ran", "seconds": time.perf_counter() - began}
+    except DiskFull:                        # nothing more can be saved: the run stops (one line)
+        raise
     except NonFinite as err:
         iteration = err.iteration if err.iteration is not None else cell["protocol"]["iterations"]
-        failure = {"kind": "non_finite", "stage": err.stage, "reason": str(err), "iteration": iteration}
+        failure = {"kind": err.kind, "stage": err.stage, "reason": str(err), "iteration": iteration}
     except UserError as err:
         failure = {"kind": "error", "stage": None, "reason": str(err), "iteration": None}
     except Exception as err:  # noqa: BLE001 - a failed cell must not stop the sweep; the trace is kept
@@ -95,13 +99,17 @@ def _identity(cell: dict, device: str) -> dict:
 
 
 def _train_and_test(cell: dict, store: ResultStore, options: RunOptions, device: str) -> dict:
-    """The cell's result; a checkpoint that cannot be used is moved aside (one warning) and the cell restarts."""
-    try:
-        return _compute(cell, store, options, device)
-    except CheckpointUnusable as err:
-        aside = store.set_aside(err.path)
-        warn(f"{err}; moved it to {aside} and restarting {cell['name']} from scratch")
-        return _compute(cell, store, options, device)
+    """The cell's result; a checkpoint or learning-curve snapshot that cannot be used is moved aside (one warning
+    each) and the cell starts again from what is left."""
+    for attempt in range(MAX_SET_ASIDE + 1):
+        try:
+            return _compute(cell, store, options, device)
+        except CheckpointUnusable as err:
+            if attempt == MAX_SET_ASIDE:
+                raise
+            aside = set_aside(err.path)
+            warn(f"{err}; moved it to {aside} and restarting {cell['name']} from what is left")
+    raise AssertionError("unreachable")
 
 
 def _on_iteration(store: ResultStore, cell: dict, options: RunOptions,
@@ -132,7 +140,7 @@ def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -
     curve.recover(store.checkpoint_path(name))
     training = experiment.train(store.checkpoint_path(name), progress=bars,
                                 on_iteration=_on_iteration(store, cell, options, curve))
-    _require_finite_parameters(experiment, training["iterations"])
+    _require_trained_parameters(experiment, training["iterations"])
     t1 = time.perf_counter()
     test = experiment.test(attacks=cell["attacks"] or None, progress=bars)
     t2 = time.perf_counter()
@@ -156,12 +164,19 @@ def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -
     }
 
 
-def _require_finite_parameters(experiment: Experiment, iteration: int) -> None:
-    """Training that ends with a NaN or infinite meta-learned tensor has failed, whatever its last loss was."""
-    bad = [n for n, v in experiment.learner.named_parameters().items() if not bool(torch.isfinite(v).all())]
+def _require_trained_parameters(experiment: Experiment, iteration: int) -> None:
+    """Training that ends with a NaN or infinite meta-learned tensor, or one beyond PARAMETER_BOUND, has failed,
+    whatever its last loss was."""
+    named = experiment.learner.named_parameters()
+    bad = [n for n, v in named.items() if not bool(torch.isfinite(v).all())]
     if bad:
         raise NonFinite(f"meta-learned parameters {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} are not "
                         f"finite after iteration {iteration}; lower meta_lr or inner_lr", "train", iteration)
+    largest, name = max((float(v.detach().abs().max()), n) for n, v in named.items() if v.numel())
+    if largest > PARAMETER_BOUND:
+        raise Diverged(f"training diverged: the largest meta-learned value is {largest:.3g} ({name}) after iteration "
+                       f"{iteration}, beyond {PARAMETER_BOUND:g} (initialised at std 0.02); lower meta_lr or inner_lr",
+                       "train", iteration)
 
 
 def _bank_info(split: str, bank: ImageBank) -> dict:

@@ -16,7 +16,7 @@ from bench.runner.arguments import check_arguments, table_names
 from bench.util.atomic import write_text_atomic
 from bench.store.cell_record import is_failure
 from bench.runner.cells import expand
-from bench.util.errors import UserError
+from bench.util.errors import DiskFull, UserError
 from bench.runner.estimate import Calibration, calibrate, human, reference_calibration, sweep_seconds
 from bench.runner.backends import execute, local_devices
 from bench.runner.preflight import check_data_for, check_results_folder, check_rows
@@ -82,8 +82,10 @@ def render(store: ResultStore, table_cells: list[dict], tables: list[str], paire
         fragments += report_fragments
         if fragments:
             written.append(write_text_atomic(out_dir / "tables.tex", latex_document(fragments)))
-    except OSError as err:
-        raise UserError(f"cannot write the tables in {out_dir} ({err.strerror}); the cell results are kept: free "
+    except (OSError, DiskFull) as err:
+        cause = err.__cause__ if isinstance(err, DiskFull) else err
+        reason = getattr(cause, "strerror", None) or "No space left on device"
+        raise UserError(f"cannot write the tables in {out_dir} ({reason}); the cell results are kept: free "
                         "space and run again with --render-only") from None
     return written, verdicts
 
@@ -200,17 +202,18 @@ def sweep(args: argparse.Namespace) -> int:
         local_devices(args.device, args.jobs)                      # a device this machine lacks: stop now
     states = {c["name"]: store.state(c, args.retry_failed) for c in cells}
     todo = [c for c in cells if states[c["name"]] == "todo"]
+    runs = bool(todo) and not args.render_only and not args.dry_run
+    if runs and args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
+        left = sweep_seconds(todo, reference_calibration(kind), 1)
+        raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take about "
+                        f"{human(left)} on this CPU; use --preset smoke, a GPU, --backend ray, or --yes")
     if not args.render_only:
         check_data_for(todo, args.data_root)
     if args.dry_run:
         dry_run(cells, states, *_estimate(args, todo, kind))
         return 0
     statuses = []
-    if todo and not args.render_only:
-        if args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
-            left = sweep_seconds(todo, reference_calibration(kind), 1)
-            raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take about "
-                            f"{human(left)} on this CPU; use --preset smoke, a GPU, --backend ray, or --yes")
+    if runs:
         calibration, workers, where = _estimate(args, todo, kind)
         print(f"{len(cells)} cells: {_count(states, 'done')} done, {_count(states, 'failed')} failed before, "
               f"{len(todo)} to run (about {human(sweep_seconds(todo, calibration, workers))} on {where})",

@@ -1,119 +1,188 @@
-"""The JSON a cell leaves in the results folder: a finished result (status "ok") or a recorded failure (status
-"failed": kind, stage, reason, iteration). check_record verifies its shape field by field when it is read, so a
-damaged file is named and set aside instead of crashing a run or entering a table."""
+"""The JSON a cell leaves in the results folder, as a schema (pydantic): a finished result (status "ok") with its
+protocol, test, robustness and learning-curve points, or a recorded failure (status "failed": kind, stage, reason,
+iteration). check_record validates a record field by field when it is read, so a damaged file is named (with the
+path of its first problem) and set aside instead of crashing a run or entering a table; check_point does the same
+for a learning-curve point file."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
-STATUSES = ("ok", "failed")
-FAILURE_KINDS = ("non_finite", "error")     # non_finite: the run's own outcome (kept); error: tried again
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError,
+                      field_validator, model_validator)
+
+from bench.store.protocol import Protocol
+from bench.util.errors import UserError
+
+FAILURE_KINDS = ("non_finite", "diverged", "error")   # non_finite, diverged: the run's own outcome (kept); error: tried
+#                                                       again on the next run
 
 
 class InvalidRecord(ValueError):
     """A cell file that parses but does not have the shape of a cell record."""
 
 
-def _require(condition: bool, problem: str) -> None:
-    if not condition:
-        raise InvalidRecord(problem)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_percent(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value) and 0.0 <= value <= 100.0
-
-
-def _mapping(record: dict, key: str) -> dict:
-    value = record.get(key)
-    _require(isinstance(value, dict), f"'{key}' must be an object")
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
     return value
 
 
-def _strings(record: dict, keys: tuple[str, ...], where: str) -> None:
-    for key in keys:
-        _require(isinstance(record.get(key), str), f"'{where}{key}' must be a string")
+Number = Annotated[float, AfterValidator(_finite)]
+Percent = Annotated[float, Field(ge=0.0, le=100.0)]
 
 
-def _identity(record: dict) -> None:
-    config = _mapping(record, "config")
-    _require(isinstance(config.get("protocol"), dict), "'config.protocol' must be an object")
-    _require(isinstance(config.get("hyper"), dict), "'config.hyper' must be an object")
-    _strings(config, ("learner", "regularizer"), "config.")
-    _require(isinstance(record.get("seed"), int) and not isinstance(record["seed"], bool), "'seed' must be an integer")
-    places = record.get("places")
-    _require(isinstance(places, list), "'places' must be a list")
-    for place in places:
-        _require(isinstance(place, dict), "every place must be an object")
-        _strings(place, ("table", "row", "column"), "places[].")
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
-def _test(record: dict) -> None:
-    test = _mapping(record, "test")
-    accuracies = test.get("accuracies")
-    _require(isinstance(accuracies, list) and len(accuracies) > 0 and all(map(_is_percent, accuracies)),
-             "'test.accuracies' must be a non-empty list of percentages")
-    _require(test.get("n_episodes") == len(accuracies), "'test.n_episodes' must count 'test.accuracies'")
-    _require(_is_percent(test.get("mean")), "'test.mean' must be a percentage")
-    _require(abs(test["mean"] - sum(accuracies) / len(accuracies)) < 1e-6, "'test.mean' is not the mean of "
-             "'test.accuracies'")
-    ci = test.get("ci95")
-    _require(_is_number(ci) and math.isfinite(ci) and ci >= 0, "'test.ci95' must be a number >= 0")
+class Place(_Model):
+    """Where a cell's result is shown: a table, a row, a column."""
+
+    table: StrictStr
+    row: StrictStr
+    column: StrictStr
 
 
-def _robustness(record: dict) -> None:
-    robustness = record.get("robustness")
-    if robustness is None:
-        return
-    _require(isinstance(robustness, dict), "'robustness' must be an object or null")
-    norms = robustness.get("norms")
-    if norms is None:                  # written before attacks had norms: one curve (such a result is re-run)
-        _curve(robustness, "robustness")
-        return
-    _require(isinstance(norms, dict), "'robustness.norms' must be an object")
-    for norm, curve in norms.items():
-        _require(isinstance(curve, dict), f"'robustness.norms.{norm}' must be an object")
-        _curve(curve, f"robustness.norms.{norm}")
+class Config(_Model):
+    """What the cell ran: its protocol (every setting checked as load_protocol checks it), learner, regularizer."""
+
+    protocol: dict[str, Any]
+    learner: StrictStr
+    regularizer: StrictStr
+    hyper: dict[str, Any]
+
+    @field_validator("protocol")
+    @classmethod
+    def _valid_protocol(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Protocol(**value)
+        except (TypeError, UserError) as err:
+            raise ValueError(str(err).splitlines()[0]) from None
+        return value
 
 
-def _curve(curve: dict, where: str) -> None:
-    epsilons = curve.get("epsilons")
-    _require(isinstance(epsilons, list) and all(map(_is_number, epsilons)), f"'{where}.epsilons' must be numbers")
-    for key in ("mean", "ci95"):
-        values = curve.get(key)
-        _require(isinstance(values, list) and len(values) == len(epsilons) and
-                 all(_is_number(v) and math.isfinite(v) for v in values),
-                 f"'{where}.{key}' must be one finite number per epsilon")
+class Scores(_Model):
+    """Per-episode accuracies (percent) with their count and mean."""
+
+    accuracies: list[Percent] = Field(min_length=1)
+    n_episodes: StrictInt
+    mean: Percent
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scores:
+        if self.n_episodes != len(self.accuracies):
+            raise ValueError("'n_episodes' must count 'accuracies'")
+        if abs(self.mean - sum(self.accuracies) / len(self.accuracies)) > 1e-6:
+            raise ValueError("'mean' is not the mean of 'accuracies'")
+        return self
 
 
-def _failure(record: dict) -> None:
-    _require(record.get("kind") in FAILURE_KINDS, f"'kind' must be one of {', '.join(FAILURE_KINDS)}")
-    _strings(record, ("reason",), "")
-    _require(record.get("stage") is None or isinstance(record["stage"], str), "'stage' must be a string or null")
-    iteration = record.get("iteration")
-    _require(iteration is None or (isinstance(iteration, int) and not isinstance(iteration, bool)),
-             "'iteration' must be an integer or null")
+class Test(Scores):
+    """The final meta-test."""
+
+    ci95: Annotated[float, Field(ge=0.0), AfterValidator(_finite)]
+
+
+class CurvePoint(Scores):
+    """A learning-curve point: the meta-test at an iteration."""
+
+    iteration: Annotated[StrictInt, Field(ge=1)]
+
+
+class Curve(_Model):
+    """The accuracy under one attack norm at each size."""
+
+    epsilons: list[Number]
+    mean: list[Number]
+    ci95: list[Number]
+
+    @model_validator(mode="after")
+    def _one_per_epsilon(self) -> Curve:
+        if not len(self.mean) == len(self.ci95) == len(self.epsilons):
+            raise ValueError("'mean' and 'ci95' must have one number per epsilon")
+        return self
+
+
+class Robustness(_Model):
+    """Accuracies under attack: per norm (or, in results written before norms, one curve)."""
+
+    norms: dict[str, Curve] | None = None
+
+
+class _Record(_Model):
+    name: StrictStr
+    config: Config
+    seed: Annotated[StrictInt, Field(ge=0)]
+    places: list[Place]
+
+
+class Result(_Record):
+    """A finished cell."""
+
+    status: Literal["ok"] = "ok"
+    test: Test
+    robustness: Robustness | Curve | None = None
+    training: dict[str, Any]
+    test_curve: list[CurvePoint] | None = None
+
+    @model_validator(mode="after")
+    def _counts(self) -> Result:
+        expected = self.config.protocol["test_episodes"]
+        for where, scores in [("test", self.test), *((f"test_curve[{i}]", p)
+                                                     for i, p in enumerate(self.test_curve or []))]:
+            if scores.n_episodes != expected:
+                raise ValueError(f"'{where}' has {scores.n_episodes} episodes, the protocol {expected}")
+        return self
+
+
+class Failure(_Record):
+    """A cell that failed, with why."""
+
+    status: Literal["failed"]
+    kind: Literal[FAILURE_KINDS]
+    reason: StrictStr
+    stage: StrictStr | None = None
+    iteration: StrictInt | None = None
+
+
+def _first_problem(err: ValidationError) -> str:
+    """The first error as 'where: what' (where as a dotted path, list indices in brackets)."""
+    first = err.errors()[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    message = first["msg"].removeprefix("Value error, ")
+    return f"'{where}': {message}" if where else message
 
 
 def check_record(record: Any, name: str) -> dict:
     """Return the record of cell `name` when it has the shape of a result or a failure; raise InvalidRecord
     naming the first problem otherwise. A record without 'status' (written before failures were recorded)
     is a result."""
-    _require(isinstance(record, dict), "not a JSON object")
-    _require(record.get("name") == name, f"its 'name' {record.get('name')!r} is not the file's")
+    if not isinstance(record, dict):
+        raise InvalidRecord("not a JSON object")
+    if record.get("name") != name:
+        raise InvalidRecord(f"its 'name' {record.get('name')!r} is not the file's")
     status = record.get("status", "ok")
-    _require(status in STATUSES, f"'status' must be one of {', '.join(STATUSES)}")
-    _identity(record)
-    if status == "ok":
-        _test(record)
-        _robustness(record)
-        _require(isinstance(record.get("training"), dict), "'training' must be an object")
-    else:
-        _failure(record)
+    if status not in ("ok", "failed"):
+        raise InvalidRecord("'status' must be one of ok, failed")
+    try:
+        (Result if status == "ok" else Failure).model_validate(record)
+    except ValidationError as err:
+        raise InvalidRecord(_first_problem(err)) from None
     return record
+
+
+def check_point(point: Any, iteration: int, episodes: int) -> dict:
+    """Return a learning-curve point file's content when it is the meta-test at `iteration` over `episodes`
+    episodes; raise InvalidRecord naming the first problem otherwise."""
+    try:
+        checked = CurvePoint.model_validate(point)
+    except ValidationError as err:
+        raise InvalidRecord(_first_problem(err)) from None
+    if checked.iteration != iteration or checked.n_episodes != episodes:
+        raise InvalidRecord(f"it is the point at iteration {checked.iteration} over {checked.n_episodes} episodes, "
+                            f"not at {iteration} over {episodes}")
+    return point
 
 
 def is_failure(record: dict) -> bool:

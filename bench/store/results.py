@@ -17,6 +17,18 @@ from bench.util.notice import warn
 
 STALE_LOCK_SECONDS = 2 * 3600      # a lock untouched this long (no heartbeat) is taken over
 INVALID = ".invalid"               # where unusable cell files and checkpoints are moved
+KEPT_FAILURES = ("non_finite", "diverged")   # the run's own outcome: kept, not run again unless asked
+
+
+def set_aside(path: Path) -> Path:
+    """Move a file into .invalid/ beside it (never overwriting an earlier one there); returns where."""
+    folder = path.parent / INVALID
+    folder.mkdir(exist_ok=True)
+    aside = folder / path.name
+    if aside.exists():
+        aside = folder / f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}{path.suffix}"
+    os.replace(path, aside)
+    return aside
 
 
 class ResultStore:
@@ -59,7 +71,7 @@ class ResultStore:
         try:
             if os.stat(path).st_ino != inode:       # replaced by a writer since it was read: keep the new one
                 return
-            aside = self.set_aside(path)
+            aside = set_aside(path)
         except FileNotFoundError:                   # another run moved it first
             return
         except OSError as err:
@@ -67,16 +79,6 @@ class ResultStore:
                  "the cell counts as not run")
             return
         warn(f"{path} is not a valid cell record ({problem}); moved it to {aside}; the cell counts as not run")
-
-    def set_aside(self, path: Path) -> Path:
-        """Move a file into .invalid/ beside it (never overwriting an earlier one there); returns where."""
-        folder = path.parent / INVALID
-        folder.mkdir(exist_ok=True)
-        aside = folder / path.name
-        if aside.exists():
-            aside = folder / f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}{path.suffix}"
-        os.replace(path, aside)
-        return aside
 
     def write(self, name: str, record: dict) -> Path:
         """Write the cell's record atomically."""
@@ -98,7 +100,7 @@ class ResultStore:
         if record is None:
             return "todo"
         if is_failure(record):
-            return "failed" if record["kind"] == "non_finite" and not retry_failed else "todo"
+            return "failed" if record["kind"] in KEPT_FAILURES and not retry_failed else "todo"
         return "done" if has_attacks(record, cell["attacks"]) else "todo"
 
     def all_results(self) -> dict[str, dict]:

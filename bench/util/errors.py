@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input the user can fix; the message says what is wrong and how to fix it."""
+
+
+class DiskFull(UserError):
+    """A write failed because its file system is full: the whole run stops (no cell can be saved)."""

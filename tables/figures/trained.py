@@ -25,13 +25,18 @@ def load_trained(result: dict, checkpoint_path: Path, data_root: str | None = No
     if not checkpoint_path.exists():
         raise UserError(f"cell {result['name']} has no checkpoint at {checkpoint_path}; run its table again "
                         "(the finished cell's test is redone, its training resumes at the end)")
-    state = checkpoint.load(checkpoint_path)
+    experiment = build_experiment(protocol, config["learner"], config["regularizer"], config["hyper"],
+                                  result["seed"], device=device, data_root=data_root)
+    try:
+        with checkpoint.resuming_from(checkpoint_path):
+            state = checkpoint.load(checkpoint_path)
+            experiment.learner.load_state_dict(state["learner"])
+    except checkpoint.CheckpointUnusable as err:
+        raise UserError(f"{err}: the figure cannot use it; delete it and run the cell's table again (its training "
+                        "starts over)") from None
     if state["iteration"] != protocol.iterations:
         raise UserError(f"the checkpoint of cell {result['name']} is at iteration {state['iteration']} of "
                         f"{protocol.iterations}; finish the cell first")
-    experiment = build_experiment(protocol, config["learner"], config["regularizer"], config["hyper"],
-                                  result["seed"], device=device, data_root=data_root)
-    experiment.learner.load_state_dict(state["learner"])
     return experiment
 
 

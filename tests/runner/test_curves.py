@@ -5,9 +5,11 @@ import json
 import pytest
 
 from bench.api import build_experiment
+from bench.core.checkpoint import CheckpointUnusable
 from bench.runner.cells import expand
 from bench.runner.curves import CurveRecorder, curve_folder
 from bench.util.errors import UserError
+from bench.util.notice import RepairWarning
 from bench.store.protocol import load_protocol
 from bench.store.results import ResultStore
 from bench.runner.run_cell import RunOptions, run_cell
@@ -76,8 +78,33 @@ def test_a_checkpoint_at_an_evaluation_point_restores_a_lost_snapshot(tmp_path):
     assert evaluated == [4] and resumed == straight
     (folder / "at_2.pt").unlink()
     (folder / "at_2.json").unlink()
-    with pytest.raises(UserError, match="snapshot at iteration 2 is missing"):
+    with pytest.raises(CheckpointUnusable, match="point at iteration 2 has no evaluation and no snapshot left"):
         _run(tmp_path / "killed.pt", eval_at=[2, 4])
+
+
+def test_a_lost_curve_point_restarts_the_cell_and_gives_the_same_curve(tmp_path, monkeypatch):
+    cell = expand(["curves"], "smoke", 1, {"eval_at": [2, 4], "iterations": 6, "checkpoint_every": 1},
+                  only="maml")[0]
+    assert run_cell(cell, RunOptions(str(tmp_path / "straight")))["status"] == "ran"
+    straight = ResultStore(tmp_path / "straight").read(cell["name"])["test_curve"]
+    original = CurveRecorder.on_iteration
+
+    def interrupted(self, iteration):
+        original(self, iteration)
+        if iteration == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CurveRecorder, "on_iteration", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell, RunOptions(str(tmp_path / "killed")))
+    monkeypatch.setattr(CurveRecorder, "on_iteration", original)
+    points = list((tmp_path / "killed" / "checkpoints").rglob("at_2.*"))
+    assert points
+    for point in points:
+        point.unlink()
+    with pytest.warns(RepairWarning, match="iteration 2 has no evaluation.*restarting"):
+        assert run_cell(cell, RunOptions(str(tmp_path / "killed")))["status"] == "ran"
+    assert ResultStore(tmp_path / "killed").read(cell["name"])["test_curve"] == straight
 
 
 def test_cell_json_keeps_the_curve(tmp_path):

@@ -292,6 +292,7 @@ def test_only_and_seeds_do_not_clobber_finished_rows(results: Path) -> None:
 @pytest.mark.parametrize("content", [
     "{}", "[]", '"text"', "{not json", "", "\x00\xff garbage",
     "WRONG_NAME", "MISSING_TEST", "STRING_MEAN", "NAN_MEAN", "TRUNCATED",
+    "STRING_WAYS", "NO_WAYS", "EMPTY_PROTOCOL", "STRING_IN_CURVE", "EMPTY_CURVE_POINT",
 ])
 def test_invalid_cell_file_is_set_aside(results: Path, capsys, content: str) -> None:
     name = next(iter(snapshot(results)))
@@ -302,7 +303,15 @@ def test_invalid_cell_file_is_set_aside(results: Path, capsys, content: str) -> 
                "MISSING_TEST": json.dumps({k: v for k, v in valid.items() if k != "test"}),
                "STRING_MEAN": json.dumps({**valid, "test": {**valid["test"], "mean": "97.1"}}),
                "NAN_MEAN": json.dumps({**valid, "test": {**valid["test"], "mean": float("nan")}}),
-               "TRUNCATED": path.read_text()[:200]}.get(content, content)
+               "TRUNCATED": path.read_text()[:200],
+               "STRING_WAYS": json.dumps(_protocol(valid, ways="5")),
+               "NO_WAYS": json.dumps(_protocol(valid, ways=None)),
+               "EMPTY_PROTOCOL": json.dumps({**valid, "config": {**valid["config"], "protocol": {}}}),
+               "STRING_IN_CURVE": json.dumps({**valid, "test_curve": [
+                   {"iteration": 4, "accuracies": ["x"] + valid["test"]["accuracies"][1:],
+                    "n_episodes": valid["test"]["n_episodes"], "mean": valid["test"]["mean"]}]}),
+               "EMPTY_CURVE_POINT": json.dumps({**valid, "test_curve": [{}]}),
+               }.get(content, content)
     path.write_text(damaged, encoding="utf-8", errors="surrogateescape")
     with pytest.warns(RepairWarning, match=f"{path} is not a valid cell record .*moved it to .*\\.invalid"):
         assert main(MAML + ["--render-only", "--results", str(results)]) == 0
@@ -310,6 +319,12 @@ def test_invalid_cell_file_is_set_aside(results: Path, capsys, content: str) -> 
     assert snapshot(results) == others
     assert not_run((results / "tables" / "table1.md").read_text()) == 15     # that cell: not run
     capsys.readouterr()
+
+
+def _protocol(record: dict, **changes) -> dict:
+    """The record with protocol settings changed (None: deleted)."""
+    protocol = {k: v for k, v in {**record["config"]["protocol"], **changes}.items() if v is not None}
+    return {**record, "config": {**record["config"], "protocol": protocol}}
 
 
 def test_a_set_aside_cell_is_computed_again(results: Path) -> None:
