@@ -1,104 +1,13 @@
-"""Regenerate the paper's tables: python run_all.py --table 2 [--preset paper|smoke] ... (see --help)."""
-from __future__ import annotations
-
-import argparse
-import signal
+"""Regenerate the paper's tables from a clone: python run_all.py --table 2 (the meta-dropout-bench command of
+`pip install -e .` is the same; see --help)."""
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from bench.runner.arguments import check_arguments
-from bench.util.errors import UserError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench.runner.cli import main, parse_args  # noqa: E402  (the clone's bench, wherever python is started)
 
-class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends '(default: X)' to each flag's help, unless the help already says what the default is."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if "default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; --help shows every default."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_ShowDefaults)
-    ap.add_argument("--table", default="all",
-                    help="1, 2, 3, fig4, fig5, fig6, fig7, curves, choices, or all (= 1,2,3,fig4-fig7; "
-                         "comma-separated for several)")
-    ap.add_argument("--preset", default="paper", help="paper (full protocol), smoke (tiny, synthetic), release")
-    ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (0..N-1)")
-    ap.add_argument("--only", help="run only cells whose name or row id matches this glob, e.g. 'vib*' (default: every cell)")
-    ap.add_argument("--results", default="results", help="results folder (shared by concurrent runs)")
-    ap.add_argument("--data-root", help="data folder with omniglot/ and mini_imagenet/ (default: "
-                                        "$META_DROPOUT_DATA, else ./data)")
-    ap.add_argument("--device", default="auto", help="auto, cuda, cpu, or a list like cuda:0,cuda:1")
-    ap.add_argument("--jobs", type=int, default=None,
-                    help="cells run at once on the CPU (default: one per CPU core); on GPUs one cell per GPU")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="intra-op threads of each cell; results are bit-identical between runs with the same "
-                         "value, whatever --jobs is")
-    ap.add_argument("--backend", default="local", choices=["local", "ray"], help="where cells run")
-    ap.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a protocol setting for every cell, e.g. --set iterations=2000 (default: none)")
-    ap.add_argument("--dry-run", action="store_true", help="list the cells with a time estimate and stop")
-    ap.add_argument("--render-only", action="store_true", help="only render tables from existing results")
-    ap.add_argument("--paired", action="store_true",
-                    help="add to each table a column block of paired differences to its reference row")
-    ap.add_argument("--claims", action="store_true",
-                    help="also run and render the tables the paper's claims need, and claims.md/.tex with verdicts "
-                         "(--table all does too)")
-    ap.add_argument("--simulate", action="store_true",
-                    help="with --claims: run nothing; write tables/claims_simulated.md, the verdicts a perfect "
-                         "replication with --seeds seeds would get (accuracies drawn around the paper's numbers)")
-    ap.add_argument("--retry-failed", action="store_true",
-                    help="run again the cells whose failure (non-finite training or test) is recorded")
-    ap.add_argument("--yes", action="store_true", help="run a paper-preset sweep without a GPU anyway")
-    return ap.parse_args(argv)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Expand, run and render; user errors print one line and exit 2; Ctrl-C or SIGTERM stop resumably
-    (exit 130 or 143)."""
-    args = parse_args(argv)
-    try:
-        check_arguments(args)              # answers before torch is imported
-        with sigterm_as_interrupt():
-            from bench.runner.sweep import sweep
-            return sweep(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as stop:
-        print(f"\ninterrupted{' by SIGTERM' if isinstance(stop, Terminated) else ''}: finished cells are saved "
-              "and locks released; run the same command again to resume", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
-
+__all__ = ["main", "parse_args"]
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    sys.exit(main())
+    sys.exit(main(prog="run_all.py"))

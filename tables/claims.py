@@ -310,6 +310,6 @@ def evaluate_claims(config: dict, results: dict[str, list[dict]]) -> list[ClaimR
             continue
         comparisons = _comparisons(claim, results.get(claim["table"], []))
         for c in comparisons:
-            c.off_protocol = off_protocol(claim["table"], c.column, c.protocols)
+            c.off_protocol = off_protocol(load_table_def(claim["table"]), c.column, c.protocols)
         out.append(_judge(claim, comparisons, alpha, power))
     return out

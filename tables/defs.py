@@ -8,28 +8,44 @@ import yaml
 
 from bench.core.attacks import check_norm
 from bench.util.errors import UserError
-from bench.util.paths import plain_name
+from bench.util.paths import is_table_file, plain_name
 from tables.paper import paper_runs
 
 TABLES_DIR = Path(__file__).resolve().parents[1] / "configs" / "tables"
 LEARNERS = ("maml", "metasgd")
 
 
+KINDS = ("table", "curves")       # rendered as a table (with paired differences), or as learning curves
+_TABLE_FILES: dict[str, Path] = {}  # researchers' own tables named by a file on the command line: name -> file
+
+
 def available_tables() -> list[str]:
-    """Names of the table definitions in configs/tables/."""
-    return sorted(p.stem for p in TABLES_DIR.glob("*.yaml"))
+    """Names of the suite's table definitions (configs/tables/) and of the table files added in this process."""
+    return sorted({p.stem for p in TABLES_DIR.glob("*.yaml")} | set(_TABLE_FILES))
+
+
+def add_table_file(path: str | os.PathLike) -> str:
+    """Load a researcher's own table definition from `path`, make it loadable by its name, and return the name."""
+    table_def = load_table_def(path)
+    name = table_def["name"]
+    if (TABLES_DIR / f"{name}.yaml").is_file():
+        raise UserError(f"{path}: table name {name!r} is one of the suite's tables; give your table another name")
+    _TABLE_FILES[name] = Path(path).resolve()
+    return name
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
     text = str(name_or_path)
     known = ", ".join(available_tables())
-    if text.endswith((".yaml", ".yml")) or os.sep in text:
+    if is_table_file(text):
         if not Path(text).is_file():
             raise UserError(f"table definition {text} not found; known tables: {known}")
         return Path(text)
+    if text in _TABLE_FILES:
+        return _TABLE_FILES[text]
     path = TABLES_DIR / f"{text}.yaml"
     if not path.is_file():
-        raise UserError(f"unknown table {text!r}; known tables: {known}")
+        raise UserError(f"unknown table {text!r}; known tables: {known}, or a path to your own table's .yaml")
     return path
 
 
@@ -42,6 +58,8 @@ def _check(table_def: dict, where: Path) -> None:
         if key not in table_def:
             raise UserError(f"{where}: missing key {key!r} (need name, title, columns, rows)")
     plain_name(table_def["name"], f"{where}: table name")
+    if table_def.get("kind", "table") not in KINDS:
+        raise UserError(f"{where}: kind {table_def['kind']!r} is not one of {', '.join(KINDS)}")
     if not _is_list_of(table_def["columns"], str) or not table_def["columns"]:
         raise UserError(f"{where}: 'columns' must be a list of protocol names, e.g. [omniglot_20w1s, mini_5w1s]")
     if not _is_list_of(table_def["rows"], dict) or not table_def["rows"]:
@@ -58,6 +76,10 @@ def _check(table_def: dict, where: Path) -> None:
         if not isinstance(row.get("columns", []), list):
             raise UserError(f"{where}: row {row['id']!r} has columns {row['columns']!r}; it must be a list")
         plain_name(row["id"], f"{where}: row id")
+        for key in ("label", "group"):
+            if any(c in str(row.get(key, "")) for c in "$\\") and f"{key}_md" not in row:
+                raise UserError(f"{where}: row {row['id']!r} has a LaTeX {key} {row[key]!r}; give {key}_md too, "
+                                "the same text for Markdown (e.g. label: \"$\\\\beta=1$\", label_md: \"β = 1\")")
         if row["id"] in seen:
             raise UserError(f"{where}: row id {row['id']!r} appears twice; row ids must be unique")
         seen.add(row["id"])
@@ -100,6 +122,12 @@ def paper_source(table_def: dict, row: dict) -> tuple[str, str]:
     """(table, row id) of the paper's numbers for a row: its own, or another table's row named by `paper:`."""
     table, _, row_id = row.get("paper", f"{table_def['name']}/{row['id']}").partition("/")
     return table, row_id
+
+
+def has_paper_numbers(table_def: dict) -> bool:
+    """Whether any row of the table has the paper's numbers (its own, or another table's row named by `paper:`)."""
+    return any(paper_runs(paper_source(table_def, row)[0]).get(paper_source(table_def, row)[1])
+               for row in table_def["rows"])
 
 
 def attacks_of(table_def: dict, row_id: str, column: str) -> dict[str, list[float]]:

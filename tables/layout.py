@@ -6,7 +6,7 @@ import math
 import pandas as pd
 
 from tables.aggregate import aggregate, failures_by_cell, results_by_cell
-from tables.defs import row_columns
+from tables.defs import has_paper_numbers, row_columns
 from tables.labels import column_text
 from tables.markup import Line, Markup, signed
 from tables.paired_table import add_paired_block
@@ -65,6 +65,7 @@ def _reported(reported: Reported | None, markup: Markup) -> str:
 def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup, smoke: bool,
                off_protocol: set[tuple[str, str]]) -> list[Line]:
     bold = set() if smoke else _bold_rows(frame)
+    paper_lines = not smoke and has_paper_numbers(table_def)
     records = {(r["row"], r["column"]): r for r in frame.to_dict("records")}
     lines: list[Line] = []
     group = None
@@ -79,7 +80,7 @@ def _run_lines(table_def: dict, frame: pd.DataFrame, markup: Markup, smoke: bool
             measured.append(_measured(record, (row["id"], column) in bold, markup) if in_row else "")
             paper.append(_paper(record, markup, (row["id"], column) in off_protocol) if in_row else "")
         lines.append(Line("run", markup.label(row), measured))
-        if not smoke:
+        if paper_lines:
             lines.append(Line("paper", markup.note(f"paper ({markup.delta})"), paper))
     return lines
 
@@ -126,9 +127,10 @@ def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Ma
         notes = [f"{SMOKE_NOTE}: tiny episodes on random synthetic images test that the suite runs; the numbers "
                  "say nothing about the methods, so no paper numbers and no best are shown.", measured + "."]
     else:
-        notes = [measured + "; bold: the single best measured mean in its column (none on a tie).",
-                 f"paper ({markup.delta}): the paper's reported mean {pm} 95{pct} CI, and "
-                 f"{markup.delta} = measured {markup.minus} paper."]
+        notes = [measured + "; bold: the single best measured mean in its column (none on a tie)."]
+        if has_paper_numbers(table_def):
+            notes.append(f"paper ({markup.delta}): the paper's reported mean {pm} 95{pct} CI, and "
+                         f"{markup.delta} = measured {markup.minus} paper.")
     if (frame.n_seeds > 1).any():
         notes.append("(sd s, n=k): across-seed standard deviation s of the k per-seed means.")
     if (frame.n_seeds == 0).any():
@@ -138,9 +140,10 @@ def _notes(frame: pd.DataFrame, table_def: dict, results: list[dict], markup: Ma
                      "(collapsed: its accuracy is chance whatever it reads; never bold).")
     if cited_rows(table_def["name"]) and not smoke:
         notes.append("Reported by their papers: numbers the paper quotes from other work, not runs of this suite.")
-    if not smoke and (cited_rows(table_def["name"]) or frame.paper_mean.isna().any()):
+    unreported = has_paper_numbers(table_def) and frame.paper_mean.isna().any()
+    if not smoke and (cited_rows(table_def["name"]) or unreported):
         notes.append(f"{markup.not_reported}: not reported by the paper (or by the paper it cites).")
-    off_protocol = None if smoke else off_protocol_note(table_def["name"], _used(table_def, results))
+    off_protocol = None if smoke else off_protocol_note(table_def, _used(table_def, results))
     provenance = _provenance(table_def, results, markup)
     return (notes + ([markup.escape(off_protocol)] if off_protocol else []) + _failure_notes(table_def, results, markup)
             + ([provenance] if provenance else []))
@@ -157,7 +160,7 @@ def build_lines(table_def: dict, results: list[dict], markup: Markup,
     (a smoke run) the runs alone, never bold."""
     frame, smoke = aggregate(table_def, results), is_smoke(table_def)
     cited = [] if smoke else _cited_lines(table_def, markup)
-    off_protocol = {(r["row"], r["column"]) for r in _used(table_def, results) if result_changes(table_def["name"], r)}
+    off_protocol = {(r["row"], r["column"]) for r in _used(table_def, results) if result_changes(table_def, r)}
     lines = _run_lines(table_def, frame, markup, smoke, off_protocol) + cited
     notes = _notes(frame, table_def, results, markup, smoke)
     if not paired:

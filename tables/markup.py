@@ -63,10 +63,12 @@ LATEX = Markup(
 )
 
 
+GROUP_INDENT = "\u2003"      # an em space (kept by Markdown tables): a group's rows are indented under its heading
+
 MARKDOWN = Markup(
     pm=" ± ", delta="Δ", minus="−", pct="%", missing="–†", not_reported="–‡", failed="–§", collapsed="¶",
     bold=lambda s: f"**{s}**", small=lambda s: s, note=lambda s: f"*{s}*",
-    label=lambda row: row.get("label_md", row["label"]),
+    label=lambda row: (GROUP_INDENT if row.get("group") else "") + row.get("label_md", row["label"]),
     group=lambda row: row.get("group_md", row["group"]),
     escape=lambda s: s,
 )

@@ -84,7 +84,7 @@ def render_paired_markdown(table_defs: list[dict], results: dict[str, list[dict]
         out += [f"### {table_def['name']}: {table_def.get('title_md', table_def['title'])}", "",
                 "| " + " | ".join(HEADERS) + " |", "|" + "|".join([":--"] * 3 + ["--:"] * (len(HEADERS) - 3)) + "|"]
         out += ["| " + " | ".join(comparison_cells(table_def, c, MARKDOWN)) + " |" for c in comparisons]
-        note = off_protocol_note(table_def["name"], results.get(table_def["name"], []))
+        note = off_protocol_note(table_def, results.get(table_def["name"], []))
         out += ["", f"*{note}*"] if note else []
         out.append("")
     return "\n".join(out + [f"- {note}" for note in _notes(MARKDOWN)]) + "\n"
@@ -105,7 +105,7 @@ def render_paired_latex(table_defs: list[dict], results: dict[str, list[dict]]) 
         comparisons = table_comparisons(table_def, results.get(table_def["name"], []))
         if comparisons:
             body = [" & ".join(_latex_cells(table_def, c)) + r" \\" for c in comparisons]
-            note = off_protocol_note(table_def["name"], results.get(table_def["name"], []))
+            note = off_protocol_note(table_def, results.get(table_def["name"], []))
             out.append(longtable(f"Paired comparisons with the reference rows: {table_def['title']}",
                                  f"tab:paired-{table_def['name']}", f"@{{}}lll*{{{len(HEADERS) - 3}}}{{r}}@{{}}",
                                  latex_headers(HEADERS), body, _notes(LATEX) + ([escape_latex(note)] if note else [])))

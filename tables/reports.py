@@ -10,15 +10,15 @@ from tables.defs import load_table_def
 from tables.figures.figure_set import FIGURES
 from tables.paired_table import render_paired_latex, render_paired_markdown
 
-NOT_PAIRED = (*FIGURES, "curves")   # the figures and the learning curves carry their own comparisons
 
 
 def write_reports(out_dir: Path, placed: dict[str, list[dict]],
                   claims: list[ClaimResult] | None) -> tuple[list[Path], list[str]]:
-    """Write paired.md/.tex (the rendered tables' rows against their references) and, given the claims'
-    verdicts, claims.md/.tex; returns the files and the LaTeX fragments for tables.tex."""
+    """Write paired.md/.tex (the rendered tables' rows against their references; the figures and learning curves
+    carry their own comparisons) and, given the claims' verdicts, claims.md/.tex; returns the files and the LaTeX
+    fragments for tables.tex."""
     written, fragments = [], []
-    table_defs = [load_table_def(t) for t in placed if t not in NOT_PAIRED]
+    table_defs = [d for d in map(load_table_def, placed) if d["name"] not in FIGURES and d.get("kind") != "curves"]
     if table_defs:
         latex = render_paired_latex(table_defs, placed)
         written += [write_text_atomic(out_dir / "paired.md", render_paired_markdown(table_defs, placed)),

@@ -3,10 +3,10 @@ a table or figure whose cells ran on synthetic data says so, names the protocol 
 no paper numbers and no "best"; results of any protocol other than the paper's say how it differs."""
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 from bench.store.protocol import identity, load_protocol
-from tables.defs import load_table_def
 from tables.labels import column_text
 
 SMOKE_NOTE = "SMOKE: synthetic data, ranks nothing"
@@ -54,15 +54,16 @@ def column_changes(table_def: dict, column: str) -> list[str]:
             for k in sorted((set(paper) | set(ran)) - set(NOT_REDUCING) - own) if ran.get(k) != paper.get(k)]
 
 
-def result_changes(table: str, result: dict) -> list[tuple[str, str, str, str]]:
+def result_changes(table_def: dict, result: dict) -> list[tuple[str, str, str, str]]:
     """How a placed result's protocol differs from the paper's for its row and column."""
     config = result.get("config", {})
-    return protocol_changes(table, result["row"], result["column"], config.get("preset"), config.get("protocol") or {})
+    return protocol_changes(table_def, result["row"], result["column"], config.get("preset"),
+                            config.get("protocol") or {})
 
 
-def off_protocol_note(table: str, results: list[dict]) -> str | None:
+def off_protocol_note(table_def: dict, results: list[dict]) -> str | None:
     """'Not the paper's protocol ...: <every change among the results>', or None."""
-    changes = sorted({change for r in results for change in result_changes(table, r)})
+    changes = sorted({change for r in results for change in result_changes(table_def, r)})
     return (f"Not the paper's protocol, so no difference to the paper's numbers is shown: "
             f"{'; '.join(describe_changes(changes))}." if changes else None)
 
@@ -72,9 +73,8 @@ NOT_REDUCING = ("name", "eval_at", "test_episodes")
 
 
 @lru_cache(maxsize=None)
-def _paper_identity(table: str, row_id: str, column: str) -> dict:
-    row = next(r for r in load_table_def(table)["rows"] if r["id"] == row_id)
-    protocol = load_protocol(column, "paper", dict(row.get("protocol", {})), row["regularizer"], row["learner"])
+def _paper_identity(column: str, row_protocol: str, regularizer: str, learner: str) -> dict:
+    protocol = load_protocol(column, "paper", json.loads(row_protocol), regularizer, learner)
     return identity(protocol.to_dict())
 
 
@@ -82,11 +82,14 @@ def _value(value: object) -> str:
     return "changed" if isinstance(value, (dict, list)) else str(value)
 
 
-def protocol_changes(table: str, row: str, column: str, preset: str | None,
+def protocol_changes(table_def: dict, row_id: str, column: str, preset: str | None,
                      protocol: dict) -> list[tuple[str, str, str, str]]:
     """(preset, setting, value run, paper's value) for every setting that shapes a result and differs from the
     paper preset's protocol for this row and column; empty for the paper's protocol."""
-    paper, ran = _paper_identity(table, row, column), identity(protocol)
+    row = next(r for r in table_def["rows"] if r["id"] == row_id)
+    paper = _paper_identity(column, json.dumps(row.get("protocol", {}), sort_keys=True), row["regularizer"],
+                            row["learner"])
+    ran = identity(protocol)
     keys = sorted((set(paper) | set(ran)) - set(NOT_REDUCING))
     return [(preset or "paper", k, _value(ran.get(k, "default")), _value(paper.get(k, "default"))) for k in keys
             if ran.get(k) != paper.get(k)]
@@ -105,7 +108,8 @@ def describe_changes(changes: list[tuple[str, str, str, str]]) -> list[str]:
         for preset, keys in sorted(by_preset.items())]
 
 
-def off_protocol(table: str, column: str, protocols: list[dict]) -> list[tuple[str, str, str, str]]:
+def off_protocol(table_def: dict, column: str, protocols: list[dict]) -> list[tuple[str, str, str, str]]:
     """Every change from the paper's protocol among compared cells ({"row", "preset", "protocol"} each)."""
-    return sorted({change for p in protocols
-                   for change in protocol_changes(table, p["row"], column, p.get("preset"), p.get("protocol") or {})})
+    return sorted({change for p in protocols for change in protocol_changes(table_def, p["row"], column,
+                                                                              p.get("preset"),
+                                                                              p.get("protocol") or {})})

@@ -3,8 +3,10 @@ takes seconds."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from bench.util.errors import UserError
+from bench.util.paths import is_table_file
 
 TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig4": "fig4", "fig5": "fig5", "fig6": "fig6",
                "fig7": "fig7", "curves": "curves", "choices": "choices"}
@@ -12,13 +14,17 @@ PAPER_TABLES = ["1", "2", "3", "fig4", "fig5", "fig6", "fig7"]      # what 'all'
 
 
 def table_names(spec: str) -> list[str]:
-    """'all', '2', 'fig5', 'curves', 'choices' (the reproduction's own switches) or '1,3' -> table definition
-    names."""
+    """'all', '2', 'fig5', 'curves', 'choices' (the reproduction's own switches), a path to one's own table's
+    .yaml, or several comma-separated -> table definition names and paths."""
     keys = PAPER_TABLES if spec == "all" else [s.strip() for s in spec.split(",")]
-    unknown = [k for k in keys if k not in TABLE_NAMES]
+    missing = [k for k in keys if is_table_file(k) and not os.path.isfile(k)]
+    if missing:
+        raise UserError(f"table definition {', '.join(missing)} not found (a path to a .yaml file)")
+    unknown = [k for k in keys if not is_table_file(k) and k not in TABLE_NAMES]
     if unknown:
-        raise UserError(f"unknown table {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)} or all")
-    return [TABLE_NAMES[k] for k in keys]
+        raise UserError(f"unknown table {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)} or all, or give "
+                        "the path of your own table's .yaml (docs/your_table.md)")
+    return [k if is_table_file(k) else TABLE_NAMES[k] for k in keys]
 
 
 def check_counts(args: argparse.Namespace) -> None:

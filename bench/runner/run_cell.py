@@ -20,6 +20,7 @@ from bench.util.errors import DiskFull, UserError
 from bench.util.failures import Diverged, NonFinite
 from bench.util.notice import warn
 from bench.util.paths import data_root as data_root_path
+from regularizers import use_regularizer_file
 from bench.store.protocol import Protocol
 from bench.store.provenance import code_version, device_description, environment, on_main
 from bench.store.results import ResultStore, set_aside
@@ -59,6 +60,8 @@ def run_cell(cell: dict, options: RunOptions, device: str = "cpu") -> dict:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(options.threads)
     try:
+        if "regularizer_file" in cell:                # a researcher's own file: loaded here too, the same text
+            use_regularizer_file(cell["regularizer_file"])
         store.write(name, _train_and_test(cell, store, options, device))
         return {"name": name, "status": "ran", "seconds": time.perf_counter() - began}
     except DiskFull:                        # nothing more can be saved: the run stops (one line)
@@ -93,7 +96,8 @@ def _identity(cell: dict, device: str) -> dict:
     main's history), device, versions."""
     version = code_version()
     return {"name": cell["name"],
-            "config": {k: cell[k] for k in ("protocol", "learner", "regularizer", "hyper", "preset", "overrides")},
+            "config": {k: cell[k] for k in ("protocol", "learner", "regularizer", "hyper", "preset", "overrides",
+                                            "regularizer_file") if k in cell},
             "seed": cell["seed"], "places": cell["places"], "code_version": version, "code_on_main": on_main(version),
             "device": device_description(device), "environment": environment()}
 

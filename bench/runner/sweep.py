@@ -15,15 +15,18 @@ from tabulate import tabulate
 from bench.runner.arguments import check_arguments, table_names
 from bench.util.atomic import write_text_atomic
 from bench.store.cell_record import is_failure
-from bench.runner.cells import expand
+from bench.runner.cells import expand, no_match
 from bench.util.errors import DiskFull, UserError
+from bench.util.paths import is_table_file
 from bench.runner.estimate import Calibration, calibrate, human, reference_calibration, sweep_seconds
 from bench.runner.backends import execute, local_devices
 from bench.runner.preflight import check_data_for, check_results_folder, check_rows
 from bench.store.protocol import identity, parse_overrides
 from bench.store.results import ResultStore
 from bench.runner.run_cell import RunOptions
+from regularizers import load_regularizer_file
 from tables import latex_document, load_table_def, render_latex, write_tables
+from tables.defs import add_table_file
 from tables.claims import ClaimResult, claim_tables, evaluate_claims, load_claims
 from tables.claims_simulation import simulated_claims, simulated_title
 from tables.claims_table import render_claims_markdown, verdict_lines
@@ -38,9 +41,10 @@ NAMED_AT_MOST = 5             # busy or failed cells named in one message
 
 def _setting(config: dict) -> str:
     """Everything that shapes the result except the seed (the protocol's identity, learner, regularizer,
-    hyper-parameters), as one comparable string."""
-    return json.dumps([identity(config["protocol"])] + [config[k] for k in ("learner", "regularizer", "hyper")],
-                      sort_keys=True)
+    hyper-parameters, the text of a researcher's regularizer file), as one comparable string."""
+    source = (config.get("regularizer_file") or {}).get("sha256")
+    return json.dumps([identity(config["protocol"])] + [config[k] for k in ("learner", "regularizer", "hyper")]
+                      + ([source] if source else []), sort_keys=True)
 
 
 def placed_results(store: ResultStore, table_cells: list[dict]) -> list[dict]:
@@ -72,7 +76,7 @@ def render(store: ResultStore, table_cells: list[dict], tables: list[str], paire
             table_def = with_run_protocols(load_table_def(table), table_cells)
             if table in FIGURES:
                 written += _figure(table, table_def, [r for r in results if not is_failure(r)], context, failures)
-            elif table == "curves":
+            elif table_def.get("kind") == "curves":
                 written += write_curves(table_def, results, out_dir)
             else:
                 written += write_tables(table_def, results, out_dir, paired)
@@ -186,7 +190,9 @@ def sweep(args: argparse.Namespace) -> int:
     check_arguments(args)
     if args.simulate:
         return simulate_claims(args)
-    tables = table_names(args.table)
+    for path in args.regularizers:
+        load_regularizer_file(path)
+    tables = [add_table_file(t) if is_table_file(t) else t for t in table_names(args.table)]
     claims = args.claims or args.table == "all"
     if args.claims:
         tables += [t for t in claim_tables(load_claims()) if t not in tables]
@@ -194,6 +200,8 @@ def sweep(args: argparse.Namespace) -> int:
     table_cells = expand(tables, args.preset, 1, overrides)
     check_rows(table_cells)
     cells = expand(tables, args.preset, args.seeds, overrides, args.only)
+    if args.only and not cells:
+        raise UserError(no_match(args.only, table_cells))
     store = ResultStore(args.results)
     check_results_folder(store.root, writable=not args.dry_run)
     has_gpu = args.device not in ("cpu",) and torch.cuda.is_available()

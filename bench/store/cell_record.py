@@ -44,6 +44,13 @@ class Place(_Model):
     column: StrictStr
 
 
+class RegularizerFile(_Model):
+    """A regularizer loaded from a researcher's own file (--regularizers): where, and the SHA-256 of its text."""
+
+    path: StrictStr
+    sha256: StrictStr
+
+
 class Config(_Model):
     """What the cell ran: its protocol (every setting checked as load_protocol checks it), learner, regularizer."""
 
@@ -51,6 +58,7 @@ class Config(_Model):
     learner: StrictStr
     regularizer: StrictStr
     hyper: dict[str, Any]
+    regularizer_file: RegularizerFile | None = None
 
     @field_validator("protocol")
     @classmethod

@@ -36,3 +36,8 @@ def plain_name(name: object, what: str) -> str:
         raise UserError(f"{what} {name!r} cannot name a file: use letters, digits and _ . = + , - only (it becomes "
                         "part of a file name in the results folder)")
     return name
+
+
+def is_table_file(spec: str) -> bool:
+    """Whether a --table entry names a definition file (ends in .yaml / .yml or holds a path separator)."""
+    return spec.endswith((".yaml", ".yml")) or "/" in spec or os.sep in spec

@@ -256,7 +256,7 @@ def test_failed_seeds_are_never_averaged_or_bold() -> None:
                _record("meta_dropout", 0, None),                           # the only seed failed
                _record("mixup_1", 0, 80.0), _record("vib_1e-5", 0, 80.0)]  # a tie
     text = render_markdown(table2, records)
-    lines = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    lines = {line.split(" | ")[0][2:].strip(): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
     assert lines["No perturbation"][1] == "90.00 ± 0.50 (1 more failed–§)" and "**" not in text
     assert lines["Multiplicative"][1] == "–§"
     assert "maml, Omniglot 20-way 1-shot, seed 1: meta-loss became nan at iteration 3" in text
