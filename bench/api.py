@@ -1,5 +1,5 @@
 """A few-line Python API: build a learner and its samplers for a protocol and a regularizer, meta-train,
-meta-test."""
+meta-test; read a results folder's cells and episodes as tables (cells_frame, episodes_frame)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,9 +18,12 @@ from bench.data.episodes import EpisodeSampler, FixedEpisodes
 from bench.data.registry import load_bank
 from bench.execution import executor_for
 from bench.execution.allocator import retain_freed_memory
+from bench.store.collect import cells_frame, episodes_frame
 from bench.store.protocol import Protocol, load_protocol
 from bench.util.devices import check_device
 from regularizers import build_regularizer
+
+__all__ = ["Experiment", "build_experiment", "cells_frame", "episodes_frame"]
 
 TEST_SEED_OFFSET = 1_000_003      # the meta-test episodes of seed s are drawn from seed s + offset
 

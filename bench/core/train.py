@@ -5,7 +5,7 @@ import math
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -88,6 +88,16 @@ class RunningCurve:
         return point
 
 
+class TrainingLog(Protocol):
+    """Receives the training curve as it grows (meta_train's `log`), e.g. to write it to a file a user can follow."""
+
+    def start(self, iteration: int, points: list[dict]) -> None:
+        """Training starts after `iteration` (0, or a checkpoint's), whose curve holds `points` so far."""
+
+    def add(self, point: dict) -> None:
+        """A new point of the training curve: {iteration, loss, accuracy}."""
+
+
 def _state(learner: MetaLearner, optimizer, sampler: EpisodeSampler, iteration: int, curve: RunningCurve,
            seconds: float) -> dict:
     return {"learner": learner.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state(),
@@ -98,10 +108,10 @@ def _state(learner: MetaLearner, optimizer, sampler: EpisodeSampler, iteration: 
 def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, meta_lr: float, meta_batch: int,
                checkpoint_path: Path | None = None, checkpoint_every: int = 1000, log_every: int = 100,
                progress: bool = True, on_iteration: Callable[[int], None] | None = None,
-               executor: Executor | None = None) -> dict:
+               executor: Executor | None = None, log: TrainingLog | None = None) -> dict:
     """Run (or resume from checkpoint_path) meta-training up to `iterations` (Algorithm 1); returns the training
-    summary. The training curve holds the mean loss and accuracy of each block of `log_every` iterations; the
-    executor (default: the core's own computation) says how each step runs."""
+    summary. The training curve holds the mean loss and accuracy of each block of `log_every` iterations, and
+    goes to `log` as it grows; the executor (default: the core's own computation) says how each step runs."""
     executor = executor or Executor()
     optimizer = make_optimizer(learner, meta_lr, capturable=executor.capturable_optimizer)
     ways = learner.spec.ways
@@ -117,6 +127,8 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
             torch.set_rng_state(state["torch_rng"])
             start, spent = state["iteration"], state["seconds"]
             curve = RunningCurve(log_every, state["curve"], tuple(state["block"]), ways)
+    if log is not None:
+        log.start(start, list(curve.curve))
     with executor.training(learner, meta_batch) as ran:
         step = partial(outer_step, learner, optimizer, executor=executor)
         began = time.perf_counter()
@@ -135,6 +147,8 @@ def meta_train(learner: MetaLearner, sampler: EpisodeSampler, iterations: int, m
             if block_done:
                 point = curve.close_block(done)
                 bar.set_postfix(loss=f"{point['loss']:.3f}", acc=f"{point['accuracy']:.1f}%")
+                if log is not None:
+                    log.add(point)
             if save:
                 checkpoint.atomic_save(_state(learner, optimizer, sampler, done, curve,
                                               spent + time.perf_counter() - began), checkpoint_path)

@@ -3,6 +3,7 @@ takes seconds."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 from bench.util.errors import UserError
@@ -11,6 +12,7 @@ from bench.util.paths import is_table_file
 TABLE_NAMES = {"1": "table1", "2": "table2", "3": "table3", "fig4": "fig4", "fig5": "fig5", "fig6": "fig6",
                "fig7": "fig7", "curves": "curves", "choices": "choices"}
 PAPER_TABLES = ["1", "2", "3", "fig4", "fig5", "fig6", "fig7"]      # what 'all' means: the paper's tables, figures
+LOG_CHOICES = ("none", "tensorboard")                             # --log: where the training scalars also go
 
 
 def table_names(spec: str) -> list[str]:
@@ -34,9 +36,18 @@ def check_counts(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} {value} is not allowed: {flag} must be an integer >= 1")
 
 
+def require_tensorboard() -> None:
+    """--log tensorboard needs the tensorboard package: a UserError saying how to install it when it is missing."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--log tensorboard needs the tensorboard package: pip install tensorboard (or pip install "
+                        "-e '.[log]'), or use --log none")
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything about the command line that can be checked without loading the suite."""
     table_names(args.table)
     check_counts(args)
+    if args.log == "tensorboard":
+        require_tensorboard()
     if getattr(args, "simulate", False) and not args.claims:
         raise UserError("--simulate simulates the claims' verdicts: use it with --claims (and --seeds K)")

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bench.runner.arguments import check_arguments
+from bench.runner.arguments import LOG_CHOICES, check_arguments
 from bench.util.errors import UserError
 
 
@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     ap.add_argument("--retry-failed", action="store_true",
                     help="run again the cells whose failure (non-finite training or test) is recorded")
     ap.add_argument("--yes", action="store_true", help="run a paper-preset sweep without a GPU anyway")
+    ap.add_argument("--log", default="none", choices=LOG_CHOICES,
+                    help="where each cell's training scalars also go, besides its CSV logs in cells/: tensorboard "
+                         "writes a run per cell to <results>/tensorboard/<cell> (needs pip install tensorboard)")
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: write every cell record of --results as tables/cells.csv (one row per cell) "
+                         "and tables/episodes.csv.gz (one row per meta-test episode)")
     return ap.parse_args(argv)
 
 

@@ -90,14 +90,23 @@ class CurveRecorder:
                                                           "evaluation and no snapshot left; training again")
             checkpoint.atomic_save(learner_state, self._snapshot_path(point))
 
-    def on_iteration(self, done: int) -> None:
-        """Training hook: at an evaluation point, snapshot the learner and meta-test it."""
-        if done not in self.points or self._stored(done) is not None:
-            return
+    def stored_until(self, iteration: int) -> list[dict]:
+        """The evaluations already stored at or before `iteration`, in order."""
+        stored = [self._stored(point) for point in self.points if point <= iteration]
+        return [point for point in stored if point is not None]
+
+    def on_iteration(self, done: int) -> dict | None:
+        """Training hook: at an evaluation point, snapshot the learner and meta-test it (unless an earlier run of
+        the cell did); returns the point there, None elsewhere."""
+        if done not in self.points:
+            return None
+        stored = self._stored(done)
+        if stored is not None:
+            return stored
         state = self.experiment.learner.state_dict()
         if self.folder is not None:
             checkpoint.atomic_save(state, self._snapshot_path(done))
-        self._evaluate(done, state)
+        return self._evaluate(done, state)
 
     def _evaluate(self, iteration: int, state: dict) -> dict:
         """Meta-test the parameters of `state` on the cell's fixed episodes, then put the training parameters back.

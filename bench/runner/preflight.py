@@ -11,7 +11,7 @@ from bench.data.registry import check_data, split_shape
 from bench.util.errors import UserError
 from regularizers import build_regularizer
 
-RESULT_FOLDERS = ("cells", "checkpoints", "locks", "tables")
+RESULT_FOLDERS = ("cells", "checkpoints", "locks", "tables", "tensorboard")
 
 
 def check_results_folder(root: Path, writable: bool) -> None:

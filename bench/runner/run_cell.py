@@ -14,6 +14,7 @@ from bench.execution.allocator import retain_freed_memory
 from bench.api import Experiment, build_experiment
 from bench.core.checkpoint import CheckpointUnusable
 from bench.runner.curves import CurveRecorder, curve_folder
+from bench.runner.logs import CellLogs
 from bench.data.bank import ImageBank
 from bench.data.duplicates import cell_record
 from bench.util.errors import DiskFull, UserError
@@ -37,13 +38,15 @@ LONG_CELL = 100           # iterations from which a cell counts as long
 class RunOptions:
     """How the cells of a sweep run; nothing here changes a result (threads is fixed per cell, so a result
     does not depend on how many cells run beside it). progress: "bars" (tqdm, on a terminal), "lines" (plain
-    lines for a log) or "none"."""
+    lines for a log) or "none"; log: where the training scalars go besides the CSV logs, "none" or "tensorboard"
+    (results/tensorboard/<cell>)."""
 
     results: str
     data_root: str | None = None
     threads: int = 1
     retry_failed: bool = False
     progress: str = "none"
+    log: str = "none"
 
 
 def run_cell(cell: dict, options: RunOptions, device: str = "cpu") -> dict:
@@ -116,10 +119,10 @@ def _train_and_test(cell: dict, store: ResultStore, options: RunOptions, device:
     raise AssertionError("unreachable")
 
 
-def _on_iteration(store: ResultStore, cell: dict, options: RunOptions,
-                  curve: CurveRecorder) -> Callable[[int], None]:
-    """After each training iteration: touch the lock now and then, take the learning-curve snapshots; in "lines"
-    mode, one line per tenth of a long cell."""
+def _on_iteration(store: ResultStore, cell: dict, options: RunOptions, curve: CurveRecorder,
+                  logs: CellLogs) -> Callable[[int], None]:
+    """After each training iteration: touch the lock now and then, take the learning-curve snapshots and log them;
+    in "lines" mode, one line per tenth of a long cell."""
     name, iterations = cell["name"], cell["protocol"]["iterations"]
     every = max(1, round(iterations * LINES_EVERY))
     lines = options.progress == "lines" and iterations >= LONG_CELL
@@ -127,7 +130,9 @@ def _on_iteration(store: ResultStore, cell: dict, options: RunOptions,
     def after(iteration: int) -> None:
         if iteration % HEARTBEAT_EVERY == 0:
             store.heartbeat(name)
-        curve.on_iteration(iteration)
+        point = curve.on_iteration(iteration)
+        if point is not None:
+            logs.add_test(point)
         if lines and (iteration % every == 0 or iteration == iterations):
             print(f"{name}: iteration {iteration}/{iterations}", file=sys.stderr, flush=True)
     return after
@@ -142,14 +147,17 @@ def _compute(cell: dict, store: ResultStore, options: RunOptions, device: str) -
     t0 = time.perf_counter()
     curve = CurveRecorder(experiment, curve_folder(store.checkpoint_path(name)), bars)
     curve.recover(store.checkpoint_path(name))
-    training = experiment.train(store.checkpoint_path(name), progress=bars,
-                                on_iteration=_on_iteration(store, cell, options, curve))
-    _require_trained_parameters(experiment, training["iterations"])
-    t1 = time.perf_counter()
-    test = experiment.test(attacks=cell["attacks"] or None, progress=bars)
-    t2 = time.perf_counter()
-    test_curve = curve.finish(test)
-    robustness = test.pop("robustness", None)
+    tensorboard = store.tensorboard_path(name) if options.log == "tensorboard" else None
+    with CellLogs(store.train_log_path(name), store.test_log_path(name), tensorboard, curve.stored_until) as logs:
+        training = experiment.train(store.checkpoint_path(name), progress=bars, log=logs,
+                                    on_iteration=_on_iteration(store, cell, options, curve, logs))
+        _require_trained_parameters(experiment, training["iterations"])
+        t1 = time.perf_counter()
+        test = experiment.test(attacks=cell["attacks"] or None, progress=bars)
+        t2 = time.perf_counter()
+        test_curve = curve.finish(test)
+        robustness = test.pop("robustness", None)
+        logs.finish(test_curve or [{"iteration": training["iterations"], **test}])
     trained = training["iterations"] - training["resumed_from"]        # iterations trained in this process
     return {
         **_identity(cell, device), "status": "ok",

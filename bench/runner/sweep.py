@@ -21,6 +21,7 @@ from bench.util.paths import is_table_file
 from bench.runner.estimate import Calibration, calibrate, human, reference_calibration, sweep_seconds
 from bench.runner.backends import execute, local_devices
 from bench.runner.preflight import check_data_for, check_results_folder, check_rows
+from bench.store.collect import write_frames
 from bench.store.protocol import identity, parse_overrides
 from bench.store.results import ResultStore
 from bench.runner.run_cell import RunOptions
@@ -149,9 +150,9 @@ def report(statuses: list[dict], states: dict[str, str], figure_failures: list[s
 
 
 def run_options(args: argparse.Namespace, store: ResultStore) -> RunOptions:
-    """How this invocation runs its cells: progress bars on a terminal, plain lines in a log."""
+    """How this invocation runs its cells: progress bars on a terminal, plain lines in a log; --log."""
     return RunOptions(str(store.root), args.data_root, args.threads, args.retry_failed,
-                      "bars" if sys.stderr.isatty() else "lines")
+                      "bars" if sys.stderr.isatty() else "lines", args.log)
 
 
 def _estimate(args: argparse.Namespace, cells: list[dict], kind: str) -> tuple[Calibration, int, str]:
@@ -185,9 +186,24 @@ def simulate_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def collect(args: argparse.Namespace) -> int:
+    """--collect: write tables/cells.csv and tables/episodes.csv.gz from the records in --results, running no
+    cell; prints each path with its row count."""
+    try:
+        written = write_frames(args.results)
+    except OSError as err:
+        raise UserError(f"cannot write the tables of {args.results} ({err.strerror}); fix the folder's permissions "
+                        "or free space, and run --collect again") from None
+    for path, rows in written.items():
+        print(f"{path}: {rows} rows")
+    return 0
+
+
 def sweep(args: argparse.Namespace) -> int:
     """Check everything, expand the tables into cells, run what is left, render; returns the exit code."""
     check_arguments(args)
+    if args.collect:
+        return collect(args)
     if args.simulate:
         return simulate_claims(args)
     for path in args.regularizers:

@@ -32,7 +32,8 @@ def set_aside(path: Path) -> Path:
 
 
 class ResultStore:
-    """results/cells/<name>.json, results/checkpoints/<name>.pt, results/locks/<name>.lock."""
+    """results/cells/<name>.json (beside it the training logs <name>.train.csv and <name>.test.csv),
+    results/checkpoints/<name>.pt, results/locks/<name>.lock, results/tensorboard/<name>/."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -40,6 +41,18 @@ class ResultStore:
     def result_path(self, name: str) -> Path:
         """The cell's result JSON."""
         return self.root / "cells" / f"{name}.json"
+
+    def train_log_path(self, name: str) -> Path:
+        """The cell's training curve as CSV, written while it trains."""
+        return self.root / "cells" / f"{name}.train.csv"
+
+    def test_log_path(self, name: str) -> Path:
+        """The cell's meta-tests (learning-curve points and the final test) as CSV."""
+        return self.root / "cells" / f"{name}.test.csv"
+
+    def tensorboard_path(self, name: str) -> Path:
+        """The cell's TensorBoard run (with --log tensorboard)."""
+        return self.root / "tensorboard" / name
 
     def checkpoint_path(self, name: str) -> Path:
         """The cell's training checkpoint."""
@@ -104,7 +117,7 @@ class ResultStore:
         return "done" if has_attacks(record, cell["attacks"]) else "todo"
 
     def all_results(self) -> dict[str, dict]:
-        """Every valid record (results and failures), by cell name."""
+        """Every valid record (results and failures), by cell name; only the .json files of cells/ are records."""
         folder = self.root / "cells"
         out = {}
         for path in sorted(folder.glob("*.json")) if folder.exists() else []:

@@ -82,3 +82,14 @@ def write_text_atomic(path: Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append text (UTF-8) to path and flush it, for a log a reader may follow as it grows; a write that fails on
+    a full file system is DiskFull."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        _raise_if_full(err, path.parent)
+        raise
