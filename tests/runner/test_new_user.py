@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,4 +181,5 @@ def test_the_test_extra_does_not_pull_ray() -> None:
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11 reads TOML")
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert not any("ray" in dep for dep in extras["test"]) and any("ray" in dep for dep in extras["ray"])
-    assert '".[test,ray]"' in (REPO / ".ci" / "run").read_text()
+    installed = re.search(r'pip install -q -e "\.\[([a-z,]+)\]"', (REPO / ".ci" / "run").read_text())
+    assert installed and {"test", "ray"} <= set(installed.group(1).split(","))   # CI still tests the Ray backend
