@@ -122,6 +122,31 @@ def compared_claims(config: dict) -> list[dict]:
     return [c for c in config.get("claims", []) if not c.get("qualitative")]
 
 
+def select_claims(config: dict, ids: str = "all", columns: set[str] | None = None) -> dict:
+    """The config with only the claims `ids` names ("all", or ids separated by commas) and, given `columns`, each
+    tested claim narrowed to those of its columns (a claim left with none is dropped)."""
+    known = [claim["id"] for claim in config["claims"]]
+    wanted = known if ids == "all" else [i.strip() for i in ids.split(",") if i.strip()]
+    unknown = [i for i in wanted if i not in known]
+    if unknown or not wanted:
+        raise UserError(f"--claims {ids}: unknown claim {', '.join(map(repr, unknown))}; the claims are "
+                        f"{', '.join(known)} (or give --claims alone for all)")
+    selected = []
+    for claim in config["claims"]:
+        if claim["id"] not in wanted:
+            continue
+        if columns is not None and not claim.get("qualitative"):
+            table_def = load_table_def(claim["table"])
+            narrowed = [c for c in claim.get("columns", table_def["columns"]) if c in columns]
+            if not narrowed:
+                continue
+            claim = {**claim, "columns": narrowed, "narrowed": True}
+        elif columns is not None:
+            continue
+        selected.append(claim)
+    return {**config, "claims": selected}
+
+
 def claim_tables(config: dict) -> list[str]:
     """The table definitions the claims need, in first-use order."""
     return list(dict.fromkeys(claim["table"] for claim in compared_claims(config)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from tables.claims import DEFAULT_SEED_SD, ClaimResult, Tested
-from tables.run_protocols import describe_changes
+from tables.run_protocols import SMOKE_NOTE, describe_changes
 from tables.defs import load_table_def
 from tables.labels import column_text
 from tables.markup import LATEX, MARKDOWN, Markup, escape_latex, fmt_interval, fmt_p, latex_headers, longtable, signed
@@ -45,8 +45,20 @@ def _comparison_line(tested: Tested, labels: dict[str, str], markup: Markup) -> 
     return ["", _what(tested, labels, markup), paper, measured, p, wtl, outcome, ""]
 
 
+def _on_synthetic(results: list[ClaimResult]) -> bool:
+    """Whether any verdict rests on a comparison run on synthetic data (the smoke preset)."""
+    return any(not t.comparison.datasets <= {"omniglot", "mini_imagenet"}
+               for r in results for t in r.kept if t.comparison.ok)
+
+
+def _row_label(row: dict, markup: Markup) -> str:
+    """A row's label with its group, e.g. "Variational Information Bottleneck (additive): β = 1e-5"."""
+    own = markup.label({k: v for k, v in row.items() if k != "group"})
+    return f"{markup.group(row)}: {own}" if row.get("group") else own
+
+
 def _power(result: ClaimResult, markup: Markup) -> str:
-    if result.seeds_needed is None:
+    if result.seeds_needed is None or _on_synthetic([result]):       # synthetic spreads say nothing of real runs
         return "–"
     now = "" if math.isnan(result.power_now) or result.seeds < 2 else (
         f"; {100 * result.power_now:.0f}{markup.pct} at {result.seeds}")
@@ -63,10 +75,12 @@ def claim_lines(results: list[ClaimResult], markup: Markup) -> list[tuple[str, l
             out.append(("claim", [markup.bold(str(number)), head, "", "", "", "", markup.bold("qualitative, not tested")
                                   + " " + markup.small(f"({markup.escape(result.why)})"), ""]))
             continue
-        labels = {row["id"]: markup.label(row) for row in load_table_def(claim["table"])["rows"]}
+        labels = {row["id"]: _row_label(row, markup) for row in load_table_def(claim["table"])["rows"]}
         rule = EXPECT_TEXT[claim["expect"]] + (f" {claim['margin']:g}" if claim["expect"] == "not_greater" else "")
+        narrowed = (f"; only {', '.join(column_text(c) for c in claim['columns'])}, the columns run"
+                    if claim.get("narrowed") else "")
         head = markup.bold(markup.escape(claim["claim"])) + " " + markup.small(
-            f"({claim['table']}; expects {rule}; source {number})")
+            f"({claim['table']}{markup.escape(narrowed)}; expects {rule}; source {number})")
         verdict = markup.bold(markup.escape(result.label))
         if result.why:
             verdict += " " + markup.small(f"({markup.escape(result.why)})")
@@ -103,10 +117,10 @@ def claim_notes(results: list[ClaimResult], markup: Markup) -> list[str]:
     if reduced:
         notes.append("Not the paper's protocol: " + markup.escape("; ".join(describe_changes(reduced))) + ". Verdicts "
                      "say \"at reduced protocol\": they are about this protocol, not the paper's claim at its own.")
-    used = [t.comparison for r in results for t in r.kept if t.comparison.ok]
-    if any(not c.datasets <= {"omniglot", "mini_imagenet"} for c in used):
+    if _on_synthetic(results):
         notes.append("These runs use synthetic data (smoke preset): they rank nothing, and every verdict they give "
-                     "is inconclusive by rule; the table only shows that the pipeline works.")
+                     "is inconclusive by rule; no power is shown (their spreads say nothing of real runs); the "
+                     "table only shows that the pipeline works.")
     return notes
 
 
@@ -137,7 +151,9 @@ def _title(results: list[ClaimResult], title: str) -> list[str]:
     reduced = sorted({change for r in results for change in r.reduced})
     protocol = ("the paper's protocol" if not reduced else
                 "REDUCED PROTOCOL, not the paper's: " + "; ".join(describe_changes(reduced)))
-    return [f"# {title}", "", f"Protocol: {protocol}.", ""]
+    smoke = [f"**{SMOKE_NOTE}**: every verdict below is inconclusive by rule; this only shows that the pipeline "
+             "runs.", ""] if _on_synthetic(results) else []
+    return [f"# {title}", "", *smoke, f"Protocol: {protocol}.", ""]
 
 
 def render_claims_markdown(results: list[ClaimResult], title: str = "Does the paper's claim reproduce?") -> str:

@@ -52,9 +52,10 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     ap.add_argument("--render-only", action="store_true", help="only render tables from existing results")
     ap.add_argument("--paired", action="store_true",
                     help="add to each table a column block of paired differences to its reference row")
-    ap.add_argument("--claims", action="store_true",
+    ap.add_argument("--claims", nargs="?", const="all", default=None, metavar="IDS",
                     help="also run and render the tables the paper's claims need, and claims.md/.tex with verdicts "
-                         "(--table all does too)")
+                         "(--table all does too); IDS (comma-separated, see configs/claims.yaml) keeps those claims; "
+                         "with --only, each claim is judged on the columns of the selected cells")
     ap.add_argument("--simulate", action="store_true",
                     help="with --claims: run nothing; write tables/claims_simulated.md, the verdicts a perfect "
                          "replication with --seeds seeds would get (accuracies drawn around the paper's numbers)")

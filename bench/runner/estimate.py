@@ -1,7 +1,9 @@
-"""Time estimates for --dry-run and a run's first line. A short calibration measures this machine as it is now
-(one warm-up and a few timed meta-train steps and meta-test episodes of the cheapest and the costliest cell to
-run, on synthetic data of their shapes, one intra-op thread per cell as the sweep runs them) and is cached for a
-day; every cell is then scaled from it by the work of its step and its regularizer's measured relative cost."""
+"""The one time estimate of a run (--dry-run, the run's first line, the no-GPU refusal). A short calibration
+measures this machine as it is now (one warm-up and a few timed meta-train steps and meta-test episodes of the
+cheapest and the costliest cell to run, on synthetic data of their shapes, one intra-op thread per cell as the
+sweep runs them), each cell's measurement kept for a day; every cell is then scaled from it by the work of its step
+and its regularizer's measured relative cost. On a CPU, cells of a protocol measured on a GPU (measurements/*/
+speed.json) also get that card's time."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +11,8 @@ import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -36,6 +39,10 @@ CALIBRATION_TTL = 24 * 3600       # seconds a cached calibration is trusted (the
 # Without a calibration (a GPU-less head sending cells to a Ray cluster): measured meta-dropout steps of
 # Omniglot 20-way 1-shot, B=8, 64 channels, 5 inner steps (REFERENCE.md): 62.5 ms on one H200, 6 s on 2 CPU cores.
 REFERENCE_SECONDS_PER_WORK = {"gpu": 0.0625, "cpu": 6.0}
+# The GPU measurements (bench.benchmarks.speed on a lent card): meta-dropout steps and 1000-episode meta-tests of
+# the paper's four protocols, one file per card.
+GPU_MEASUREMENTS = Path(__file__).resolve().parents[2] / "measurements"
+GPU_SHAPE = ("ways", "shots", "queries", "in_channels", "image_size", "channels", "meta_batch", "inner_steps")
 
 
 def step_work(p: dict) -> float:
@@ -97,7 +104,8 @@ def _trimmed(cell: dict) -> dict:
     model scales them back)."""
     p = cell["protocol"]
     shape = [p["in_channels"], p["image_size"], p["image_size"]]
-    data = {"n_classes": 2 * p["ways"], "n_per_class": p["shots"] + p["queries"], "image_shape": shape}
+    queries = max(p["queries"], p.get("test_queries") or p["queries"])          # meta-test may ask for more
+    data = {"n_classes": 2 * p["ways"], "n_per_class": p["shots"] + queries, "image_shape": shape}
     return {**cell, "protocol": {**p, "dataset": "synthetic", "train_split": "train", "test_split": "test",
                                  "meta_batch": 1, "mc_test": min(p["mc_test"], 2), "data_options": data}}
 
@@ -128,40 +136,51 @@ def _measure(cell: dict, device: str, threads: int) -> tuple[float, float]:
     return min(timed[1:]), episode
 
 
-def _cache_key(cells: list[dict], device: str, threads: int) -> str:
+def _cache_path(cell: dict, device: str, threads: int) -> Path:
     what = [platform.node(), platform.machine(), torch.__version__, device, threads,
-            [(c["protocol"], c["learner"], c["regularizer"], c["hyper"]) for c in cells]]
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+            [cell["protocol"], cell["learner"], cell["regularizer"], cell["hyper"]]]
+    key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_dir() / "calibration" / f"{key}.json"
+
+
+def _cached(path: Path) -> tuple[float, float] | None:
+    """A measurement kept under a day ago, else None."""
+    try:
+        cached = json.loads(path.read_text())
+        if time.time() - cached["measured_at"] < CALIBRATION_TTL:
+            return float(cached["step"]), float(cached["episode"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def calibrate(cells: list[dict], device: str, threads: int) -> Calibration:
-    """Measure (or read from the cache, if under a day old) this machine on the cheapest and the costliest of
-    `cells`; prints one line when it measures."""
+    """Measure this machine on the cheapest and the costliest of `cells` (a measurement under a day old is reused);
+    prints one line when it measures."""
     ranked = sorted(cells, key=lambda c: relative_cost(c) * step_work(c["protocol"]))
     chosen = [_trimmed(ranked[0]), _trimmed(ranked[-1])]
-    path = cache_dir() / "calibration" / f"{_cache_key(chosen, device, threads)}.json"
+    paths = [_cache_path(c, device, threads) for c in chosen]
+    times = [_cached(path) for path in paths]
+    if None in times:
+        print(f"measuring this machine for the estimate ({device}, {threads} thread{'s' if threads > 1 else ''} per "
+              f"cell): a few steps of {times.count(None)} cell{'s' if times.count(None) > 1 else ''}, kept a day",
+              file=sys.stderr, flush=True)
     try:
-        cached = json.loads(path.read_text())
-        if time.time() - cached.pop("measured_at") < CALIBRATION_TTL:
-            return Calibration(**cached)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    print(f"calibrating this machine ({device}, {threads} thread{'s' if threads > 1 else ''} per cell): a few steps "
-          "of the cheapest and the costliest cell, once a day", file=sys.stderr, flush=True)
-    try:
-        measured = [(c, *_measure(c, device, threads)) for c in chosen]
+        for index, (cell, path) in enumerate(zip(chosen, paths)):
+            if times[index] is None:
+                times[index] = _measure(cell, device, threads)
+                try:
+                    write_text_atomic(path, json.dumps({"step": times[index][0], "episode": times[index][1],
+                                                        "measured_at": time.time()}))
+                except OSError:
+                    pass                # an unwritable cache only means measuring again next time
     except Exception as err:  # noqa: BLE001 - an estimate must never stop a run; say why it is rough
         first_line = (str(err).splitlines() or [""])[0]
         return replace(reference_calibration("gpu" if device.startswith("cuda") else "cpu"),
                        source=f"reference figures; measuring failed: {type(err).__name__}: {first_line}")
-    step = _fit([(step_work(c["protocol"]), s / relative_cost(c)) for c, s, _ in measured])
-    episode = _fit([(episode_work(c["protocol"]), e / relative_cost(c)) for c, _, e in measured])
-    calibration = Calibration(*step, *episode, source=f"measured {time.strftime('%Y-%m-%d %H:%M')} on {device}")
-    try:
-        write_text_atomic(path, json.dumps({**asdict(calibration), "measured_at": time.time()}))
-    except OSError:
-        pass                        # an unwritable cache only means measuring again next time
-    return calibration
+    step = _fit([(step_work(c["protocol"]), s / relative_cost(c)) for c, (s, _) in zip(chosen, times)])
+    episode = _fit([(episode_work(c["protocol"]), e / relative_cost(c)) for c, (_, e) in zip(chosen, times)])
+    return Calibration(*step, *episode, source=f"measured on this machine ({device})")
 
 
 def sweep_seconds(cells: list[dict], calibration: Calibration, workers: int) -> float:
@@ -170,6 +189,65 @@ def sweep_seconds(cells: list[dict], calibration: Calibration, workers: int) -> 
     if not seconds:
         return 0.0
     return max(sum(seconds) / max(1, min(workers, len(seconds))), seconds[0])
+
+
+def _gpu_measurements() -> list[tuple[str, str, dict]]:
+    """(card, file relative to the repository, protocols) of every GPU speed measurement shipped with the code."""
+    found = []
+    for path in sorted(GPU_MEASUREMENTS.glob("*/speed.json")):
+        try:
+            measured = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if measured.get("device") == "cuda" and isinstance(measured.get("protocols"), dict):
+            found.append((measured.get("device_name", "a GPU"), str(path.relative_to(GPU_MEASUREMENTS.parent)),
+                          measured["protocols"]))
+    return found
+
+
+def _gpu_cell_seconds(cell: dict, protocols: dict) -> float | None:
+    """A cell's seconds on a measured card: its protocol's measured meta-dropout step (graphed) and 1000-episode
+    meta-test, scaled by iterations, episodes, evaluations and the regularizer's relative cost; None when the card
+    was not measured on the cell's shape."""
+    p = cell["protocol"]
+    for entry in protocols.values():
+        ran = entry.get("protocol", {})
+        step = (entry.get("graph") or {}).get("ms_median")
+        test = (entry.get("meta_test") or {}).get("seconds")
+        if step and test and all(ran.get(k) == p.get(k) for k in GPU_SHAPE) and ran.get("mc_test") == p["mc_test"]:
+            scale = relative_cost(cell) / REGULARIZER_COST["meta_dropout"]
+            attacks = 1 + ATTACK_COST * sum(len(sizes) for sizes in (cell.get("attacks") or {}).values())
+            evaluations = 1 + len([i for i in p.get("eval_at", []) if i < p["iterations"]])
+            episodes = test / ran["test_episodes"] * p["test_episodes"] * attacks * evaluations
+            return scale * (step / 1000 * p["iterations"] + episodes) + OVERHEAD_PER_CELL
+    return None
+
+
+def gpu_estimates(cells: list[dict]) -> list[str]:
+    """'<card>: about <time> (<measurement file>)' for every measured card on which every one of `cells` has its
+    protocol measured; empty when none has."""
+    lines = []
+    for card, source, protocols in _gpu_measurements():
+        seconds = [_gpu_cell_seconds(c, protocols) for c in cells]
+        if cells and None not in seconds:
+            lines.append(f"one {card}: about {human(sum(seconds))} (from the steps and meta-tests measured in {source})")
+    return lines
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The one estimate of a run: the calibration, the parallel workers and their description, and the device."""
+
+    calibration: Calibration
+    workers: int
+    where: str
+    kind: str                       # "gpu" or "cpu"
+
+    def text(self, cells: list[dict]) -> str:
+        """'about 3.2 h on 2 CPU workers, ... (calibration: ...)', and on a CPU each measured card's time."""
+        text = (f"about {human(sweep_seconds(cells, self.calibration, self.workers))} on {self.where} "
+                f"(calibration: {self.calibration.source})")
+        return "; ".join([text] + (gpu_estimates(cells) if self.kind == "cpu" else []))
 
 
 def human(seconds: float) -> str:

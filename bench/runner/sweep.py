@@ -18,7 +18,7 @@ from bench.store.cell_record import is_failure
 from bench.runner.cells import expand, no_match
 from bench.util.errors import DiskFull, UserError
 from bench.util.paths import is_table_file
-from bench.runner.estimate import Calibration, calibrate, human, reference_calibration, sweep_seconds
+from bench.runner.estimate import Estimate, calibrate, human, reference_calibration
 from bench.runner.backends import execute, local_devices
 from bench.runner.preflight import check_data_for, check_results_folder, check_rows
 from bench.store.collect import write_frames
@@ -28,7 +28,7 @@ from bench.runner.run_cell import RunOptions
 from regularizers import load_regularizer_file
 from tables import latex_document, load_table_def, render_latex, write_tables
 from tables.defs import add_table_file
-from tables.claims import ClaimResult, claim_tables, evaluate_claims, load_claims
+from tables.claims import ClaimResult, claim_tables, evaluate_claims, load_claims, select_claims
 from tables.claims_simulation import simulated_claims, simulated_title
 from tables.claims_table import render_claims_markdown, verdict_lines
 from tables.figures.curves import write_curves
@@ -59,17 +59,17 @@ def placed_results(store: ResultStore, table_cells: list[dict]) -> list[dict]:
 
 
 def render(store: ResultStore, table_cells: list[dict], tables: list[str], paired: bool = False,
-           claims: bool = False, data_root: str | None = None, device: str = "cpu",
+           claims: dict | None = None, data_root: str | None = None, device: str = "cpu",
            failures: list[str] | None = None) -> tuple[list[Path], list[ClaimResult] | None]:
-    """Write every asked table and figure from the records in the folder, paired.md and, if asked, claims.md;
-    paired adds the paired column block to the tables. Returns the files and the claims' verdicts (None when not
-    asked). Figures 4, 6 and 7 load their cells' final checkpoints and data (their own work runs on `device`,
+    """Write every asked table and figure from the records in the folder, paired.md and, given the claims config,
+    claims.md; paired adds the paired column block to the tables. Returns the files and the claims' verdicts (None
+    when not asked). Figures 4, 6 and 7 load their cells' final checkpoints and data (their own work runs on `device`,
     once: it is cached); a figure that cannot be drawn is reported in `failures` and the others are still
     written. A write that fails (full disk) is one UserError line; files already written stay as they were."""
     out_dir = store.root / "tables"
     records = placed_results(store, table_cells)
     placed = {table: [r for r in records if r["table"] == table] for table in tables}
-    verdicts = evaluate_claims(load_claims(), placed) if claims else None
+    verdicts = evaluate_claims(claims, placed) if claims is not None else None
     context = FigureContext(out_dir, store, data_root, device)
     written, fragments = [], []
     try:
@@ -109,16 +109,15 @@ def _figure(table: str, fig_def: dict, results: list[dict], context: FigureConte
     return written
 
 
-def dry_run(cells: list[dict], states: dict[str, str], calibration: Calibration, workers: int, where: str) -> float:
-    """Print the cells with their state or estimated time; returns the wall-clock estimate of what is left."""
+def dry_run(cells: list[dict], states: dict[str, str], estimate: Estimate) -> None:
+    """Print the cells with their state or estimated time, then the estimate of what is left."""
     rows = [[c["name"], ", ".join(f"{p['table']}:{p['row']}" for p in c["places"]),
-             human(calibration.cell_seconds(c)) if states[c["name"]] == "todo" else states[c["name"]]]
+             human(estimate.calibration.cell_seconds(c)) if states[c["name"]] == "todo" else states[c["name"]]]
             for c in cells]
     print(tabulate(rows, headers=["cell", "fills", "estimate"]))
-    left = sweep_seconds([c for c in cells if states[c["name"]] == "todo"], calibration, workers)
-    print(f"{len(cells)} cells, {_count(states, 'done')} done, {_count(states, 'failed')} failed; about {human(left)} "
-          f"left on {where} (calibration: {calibration.source})")
-    return left
+    todo = [c for c in cells if states[c["name"]] == "todo"]
+    print(f"{len(cells)} cells, {_count(states, 'done')} done, {_count(states, 'failed')} failed; "
+          f"{len(todo)} left: {estimate.text(todo)}")
 
 
 def _count(states: dict[str, str], state: str) -> int:
@@ -155,21 +154,22 @@ def run_options(args: argparse.Namespace, store: ResultStore) -> RunOptions:
                       "bars" if sys.stderr.isatty() else "lines", args.log)
 
 
-def _estimate(args: argparse.Namespace, cells: list[dict], kind: str) -> tuple[Calibration, int, str]:
-    """The calibration, the number of parallel workers and their description for the cells to run."""
+def _estimate(args: argparse.Namespace, cells: list[dict], kind: str) -> Estimate:
+    """The estimate for running `cells` as asked: measured here for local workers, reference figures for Ray."""
     if args.backend == "ray" or not cells:
-        return reference_calibration(kind), 1, f"one {'GPU' if kind == 'gpu' else 'CPU core'}"
+        return Estimate(reference_calibration(kind), 1, f"one {'GPU' if kind == 'gpu' else 'CPU core'} per cell",
+                        kind)
     devices = local_devices(args.device, args.jobs)
     plural = "s" if len(devices) > 1 else ""
     where = (f"{len(devices)} GPU{plural}" if devices[0].startswith("cuda") else
              f"{len(devices)} CPU worker{plural}, {args.threads} thread{'s' if args.threads > 1 else ''} each")
-    return calibrate(cells, devices[0], args.threads), len(devices), where
+    return Estimate(calibrate(cells, devices[0], args.threads), len(devices), where, kind)
 
 
 def simulate_claims(args: argparse.Namespace) -> int:
     """--claims --simulate: the verdicts a perfect replication with --seeds seeds would get, with the measured
     spreads of the finished cells in --results where they exist; writes tables/claims_simulated.md."""
-    config = load_claims()
+    config = select_claims(load_claims(), args.claims)
     store = ResultStore(args.results)
     check_results_folder(store.root, writable=True)
     tables = claim_tables(config)
@@ -209,9 +209,9 @@ def sweep(args: argparse.Namespace) -> int:
     for path in args.regularizers:
         load_regularizer_file(path)
     tables = [add_table_file(t) if is_table_file(t) else t for t in table_names(args.table)]
-    claims = args.claims or args.table == "all"
+    wanted = args.claims or ("all" if args.table == "all" else None)
     if args.claims:
-        tables += [t for t in claim_tables(load_claims()) if t not in tables]
+        tables += [t for t in claim_tables(select_claims(load_claims(), args.claims)) if t not in tables]
     overrides = parse_overrides(args.set)
     table_cells = expand(tables, args.preset, 1, overrides)
     check_rows(table_cells)
@@ -227,21 +227,19 @@ def sweep(args: argparse.Namespace) -> int:
     states = {c["name"]: store.state(c, args.retry_failed) for c in cells}
     todo = [c for c in cells if states[c["name"]] == "todo"]
     runs = bool(todo) and not args.render_only and not args.dry_run
-    if runs and args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
-        left = sweep_seconds(todo, reference_calibration(kind), 1)
-        raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take about "
-                        f"{human(left)} on this CPU; use --preset smoke, a GPU, --backend ray, or --yes")
     if not args.render_only:
         check_data_for(todo, args.data_root)
     if args.dry_run:
-        dry_run(cells, states, *_estimate(args, todo, kind))
+        dry_run(cells, states, _estimate(args, todo, kind))
         return 0
     statuses = []
     if runs:
-        calibration, workers, where = _estimate(args, todo, kind)
+        estimate = _estimate(args, todo, kind)
+        if args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
+            raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take "
+                            f"{estimate.text(todo)}; use --preset smoke, a GPU, --backend ray, or --yes")
         print(f"{len(cells)} cells: {_count(states, 'done')} done, {_count(states, 'failed')} failed before, "
-              f"{len(todo)} to run (about {human(sweep_seconds(todo, calibration, workers))} on {where})",
-              file=sys.stderr)
+              f"{len(todo)} to run ({estimate.text(todo)})", file=sys.stderr)
         try:
             statuses = execute(todo, run_options(args, store), args.backend, args.device, args.jobs,
                                args.ray_address)
@@ -249,6 +247,8 @@ def sweep(args: argparse.Namespace) -> int:
             store.release_dead_locks()
     figure_device = "cuda" if has_gpu and args.device in ("auto", "cuda") else "cpu"
     figure_failures: list[str] = []
+    claims = None if wanted is None else select_claims(
+        load_claims(), wanted, {p["column"] for c in cells for p in c["places"]} if args.only else None)
     written, verdicts = render(store, table_cells, tables, args.paired, claims, args.data_root, figure_device,
                                figure_failures)
     for path in written:

@@ -14,9 +14,9 @@ from tables.aggregate import results_by_cell
 from tables.defs import row_columns
 from tables.figures.files import save_figure
 from tables.figures.context import caption
-from tables.labels import column_text
 from tables.paired import Comparison, apply_holm, compare, reference_of, reference_pairs
 from tables.markup import MARKDOWN, fmt_interval, fmt_p
+from tables.run_protocols import SMOKE_NOTE, header_text, is_smoke, off_protocol_note
 from tables.paired_table import fmt_wtl
 from tables.stats import Interval, t_interval
 
@@ -92,7 +92,7 @@ def _plot_column(axes, table_def: dict, grouped: dict, comparisons: list[Compari
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    top.set_title(column_text(column), fontsize=10)
+    top.set_title(header_text(table_def, column), fontsize=10)
     top.set_ylabel("meta-test accuracy (%)")
     bottom.set_ylabel("paired difference (points)")
 
@@ -121,7 +121,8 @@ def render_curves_markdown(table_def: dict, results: list[dict], comparisons: li
     """curves.md: per column, accuracy ± CI of every row and the paired difference to the reference at each
     iteration, then the notes."""
     grouped = results_by_cell(table_def, results)
-    out = [f"### {table_def['name']}: {table_def.get('title_md', table_def['title'])}", "",
+    smoke = f"{SMOKE_NOTE}. " if is_smoke(table_def) else ""
+    out = [f"### {table_def['name']}: {smoke}{table_def.get('title_md', table_def['title'])}", "",
            f"![learning curves]({table_def['name']}.png)", ""]
     m = MARKDOWN
     for column in table_def["columns"]:
@@ -133,7 +134,7 @@ def render_curves_markdown(table_def: dict, results: list[dict], comparisons: li
         headers = (["Iterations"] + [row_label(table_def, r["id"]) for r in rows]
                    + [f"Δ {row_label(table_def, r['id'])} − {row_label(table_def, reference_of(table_def, r))}"
                       for r in compared])
-        out += [f"**{column_text(column)}**", "", "| " + " | ".join(headers) + " |",
+        out += [f"**{header_text(table_def, column)}**", "", "| " + " | ".join(headers) + " |",
                 "|" + "|".join(["--:"] * len(headers)) + "|"]
         for it in iterations:
             cells = [f"{it:,}"]
@@ -151,6 +152,9 @@ def render_curves_markdown(table_def: dict, results: list[dict], comparisons: li
              "Δ: paired difference to the reference row (points) ± 95% CI, Holm-adjusted p within this table "
              "(Wilcoxon signed-rank with one seed, t-test over seeds with several), and the percent of episodes "
              f"won/tied/lost. {m.missing}: no evaluation at that iteration."]
+    off_protocol = off_protocol_note(table_def, [r for r in results if "config" in r])
+    if off_protocol:
+        notes.append(off_protocol)
     return "\n".join(out + [f"- {note}" for note in notes]) + "\n"
 
 

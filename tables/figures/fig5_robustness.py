@@ -10,15 +10,18 @@ from matplotlib.figure import Figure
 from tables.aggregate import aggregate_robustness
 from tables.figures.files import save_figure
 from tables.figures.context import FigureContext, caption
-from tables.run_protocols import header_text, is_smoke
+from tables.labels import column_text
+from tables.run_protocols import is_smoke, run_text
 
 NORM_TEXT = {"linf": r"$\ell_\infty$", "l2": r"$\ell_2$", "l1": r"$\ell_1$"}
 
 
 def _title(fig_def: dict, panel: dict) -> str:
-    """The panel's title; on synthetic data (smoke) the protocol actually run and the norm."""
+    """The panel's title; on synthetic data (smoke) the protocol actually run and the norm, over the column it
+    stands in for (two short lines that fit the panel's width)."""
     if is_smoke(fig_def):
-        return f"{header_text(fig_def, panel['column'])}, {NORM_TEXT[panel['norm']]}"
+        ran = run_text(fig_def["run_protocols"][panel["column"]])
+        return f"{ran}, {NORM_TEXT[panel['norm']]}\n(for {column_text(panel['column'])})"
     return panel["title"]
 
 

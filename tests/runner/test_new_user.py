@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from bench.util.errors import UserError
-from bench.runner.estimate import REGULARIZER_COST, calibrate
+from bench.runner.estimate import REGULARIZER_COST, calibrate, gpu_estimates, reference_calibration
 from bench.runner.cells import expand
 from bench.store.results import ResultStore
 from run_all import main, parse_args
@@ -67,9 +68,27 @@ def test_smoke_figure_is_marked_and_an_empty_panel_says_so() -> None:
     panels = [" ".join(t.get_text() for t in ax.texts) for ax in fig.axes]
     assert len(panels) == len(published) and all("no finished cells" in text for text in panels)
     assert all("synthetic" in ax.get_title() for ax in fig.axes)      # the protocol actually run, not the paper's
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:                                                # and the title fits its panel, norm included
+        assert ax.title.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width, ax.get_title()
     paper_def = with_run_protocols(load_table_def("fig5"), expand(["fig5"], "paper", 1, {}))
     paper = robustness_figure(paper_def, [], published)
     assert SMOKE_NOTE not in paper._suptitle.get_text() and "SMOKE" not in [t.get_text() for t in paper.texts]
+
+
+def test_smoke_curves_and_claims_say_so_at_the_top_and_name_what_ran(tmp_path: Path, capsys) -> None:
+    assert main(["--table", "curves", "--preset", "smoke", "--results", str(tmp_path)]) == 0
+    curves = (tmp_path / "tables" / "curves.md").read_text().splitlines()
+    assert SMOKE_NOTE in curves[0] and "**synthetic 5-way 1-shot 16x16 (for Omniglot 20-way 1-shot)**" in curves
+    assert main(["--table", "1", "--preset", "smoke", "--claims", "md_improves_maml", "--only", "omniglot_20w1s__*",
+                 "--results", str(tmp_path)]) == 0
+    assert "Claims (tables/claims.md):\n  md_improves_maml: inconclusive" in capsys.readouterr().out
+    claims = (tmp_path / "tables" / "claims.md").read_text().splitlines()
+    head = next(line for line in claims if "MAML + meta-dropout is more accurate than MAML" in line)
+    assert claims[2].startswith(f"**{SMOKE_NOTE}**") and "only Omniglot 20-way 1-shot, the columns run" in head
+    assert head.endswith("| – |")                                        # no power from synthetic spreads
 
 
 # 2. A cell's result does not depend on how many cells run beside it.
@@ -173,6 +192,36 @@ def test_calibration_is_measured_once_and_costs_differ_per_regularizer(tmp_path:
     none, dropout = sorted(cells, key=lambda c: c["regularizer"] != "none")
     assert first.cell_seconds(dropout) > first.cell_seconds(none) > 0
     assert REGULARIZER_COST["meta_dropout"] > REGULARIZER_COST["none"]
+    assert calibrate(cells[:1], "cpu", 1) and len(measured) == 2      # each cell's measurement is kept on its own
+
+
+def test_calibration_measures_cells_with_more_queries_at_meta_test(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("META_DROPOUT_CACHE", str(tmp_path))
+    cells = expand(["table1"], "smoke", 1, {"test_queries": 9}, only="omniglot_20w1s__maml__*")
+    assert calibrate(cells, "cpu", 1).source.startswith("measured")
+
+
+def test_one_estimate_for_the_refusal_the_dry_run_and_the_gpu(tmp_path: Path, capsys, monkeypatch,
+                                                               data_root: Path) -> None:
+    monkeypatch.setattr("bench.runner.sweep.calibrate", lambda cells, device, threads: reference_calibration("cpu"))
+    flags = ["--table", "1", "--preset", "paper", "--device", "cpu", "--data-root", str(data_root),
+             "--results", str(tmp_path)]
+    assert main(flags + ["--dry-run"]) == 0
+    dry = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(flags) == 2
+    refusal = capsys.readouterr().err.strip().splitlines()[-1]
+    left = dry.split("left: ")[1]
+    assert refusal.startswith("error: no GPU: the 16 cells") and f"would take {left}; use --preset smoke" in refusal
+    assert "CPU worker" in left
+    assert "NVIDIA H100" in left and "measurements/h100_" in left          # what renting a card would take
+
+
+def test_gpu_estimates_name_the_card_for_measured_protocols_only() -> None:
+    paper = expand(["table1"], "paper", 1, {})
+    lines = gpu_estimates(paper)
+    assert lines and all(" h (from the steps and meta-tests measured in measurements/" in line for line in lines)
+    assert gpu_estimates(expand(["table1"], "smoke", 1, {})) == []
+    assert gpu_estimates(expand(["table1"], "paper", 1, {"channels": 16})) == []
 
 
 # 8. A lean test install.

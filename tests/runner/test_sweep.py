@@ -107,7 +107,7 @@ def test_dry_run_lists_cells_with_estimates(tmp_path, capsys, monkeypatch, data_
     assert main(["--table", "2", "--preset", "paper", "--dry-run", "--data-root", str(data_root),
                  "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "mixup" in out and "vib" in out and "left on" in out and "(calibration: reference figures)" in out
+    assert "mixup" in out and "vib" in out and " left: about " in out and "(calibration: reference figures)" in out
 
 
 @pytest.mark.parametrize("argv,message", [

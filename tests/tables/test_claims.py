@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tables.claims import claim_power, claim_tables, evaluate_claims, load_claims, compared_claims
+from bench.util.errors import UserError
+from tables.claims import claim_power, claim_tables, compared_claims, evaluate_claims, load_claims, select_claims
 from tables.claims_simulation import simulated_claims
 from tables.claims_table import render_claims_latex, render_claims_markdown, verdict_lines
 from tables.paired import compare
@@ -229,3 +230,22 @@ def test_claims_paired_and_paired_block_compile_with_pdflatex(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "Overfull" not in done.stdout
+
+
+def test_claims_can_be_selected_and_narrowed_to_the_columns_run():
+    config = load_claims()
+    one = select_claims(config, "md_improves_maml", {COLUMN})
+    assert [c["id"] for c in one["claims"]] == ["md_improves_maml"] and one["claims"][0]["columns"] == [COLUMN]
+    claim = evaluate_claims(one, seeds_of(2.0))[0]
+    assert claim.verdict == "reproduced"                     # the one column run, not "1 of 4 columns run"
+    assert "only Omniglot 20-way 1-shot, the columns run" in render_claims_markdown([claim])
+    assert select_claims(config)["claims"] == config["claims"]
+    with pytest.raises(UserError, match=r"unknown claim 'md_improves_mam'; the claims are md_improves_maml, "):
+        select_claims(config, "md_improves_mam")
+
+
+def test_grouped_rows_are_named_with_their_group_in_the_claims():
+    config = select_claims(load_claims(), "md_beats_information_regularizers")
+    markdown = render_claims_markdown(evaluate_claims(config, {}))
+    compared = re.findall(r"\| Meta-dropout: Multiplicative vs\. ([^|]+), Omniglot 20-way 1-shot \|", markdown)
+    assert len(compared) == 6 and len(set(compared)) == 6, compared        # VIB and Information Dropout apart
