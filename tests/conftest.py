@@ -17,13 +17,19 @@ def _shared_data() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
+def _needs(what: str, folder: str, root: Path) -> str:
+    """A skip reason for a fresh clone: which data, and how to point the tests at it."""
+    given = f"; {DATA_ROOT_ENV}={root} has none" if os.environ.get(DATA_ROOT_ENV) else ""
+    return f"needs the real {what} data: set {DATA_ROOT_ENV} to a folder holding {folder} (see docs/data.md){given}"
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """The real data root (../shared/data or $META_DROPOUT_DATA); skips the test when it is absent."""
+    """The real data root ($META_DROPOUT_DATA, else the maintainers' shared/data beside the clone); skips the test
+    when it holds neither dataset."""
     root = _shared_data()
     if not (root / "omniglot").is_dir() and not (root / "mini_imagenet").is_dir():
-        pytest.skip(f"real data not found at {root} (set ${DATA_ROOT_ENV} to a folder with omniglot/ "
-                    "and mini_imagenet/)")
+        pytest.skip(_needs("Omniglot or miniImageNet", "omniglot/ or mini_imagenet/", root))
     return root
 
 
@@ -31,7 +37,7 @@ def data_root() -> Path:
 def omniglot_root(data_root: Path) -> Path:
     """The data root, skipping when Omniglot is absent from it."""
     if not (data_root / "omniglot").is_dir():
-        pytest.skip(f"Omniglot not found under {data_root}")
+        pytest.skip(_needs("Omniglot", "omniglot/", data_root))
     return data_root
 
 
@@ -39,7 +45,7 @@ def omniglot_root(data_root: Path) -> Path:
 def mini_imagenet_root(data_root: Path) -> Path:
     """The data root, skipping when miniImageNet is absent from it."""
     if not (data_root / "mini_imagenet").is_dir():
-        pytest.skip(f"miniImageNet not found under {data_root}")
+        pytest.skip(_needs("miniImageNet", "mini_imagenet/", data_root))
     return data_root
 
 

@@ -105,6 +105,15 @@ PEERS: dict[str, tuple[str | None, Callable]] = {     # name -> (module it needs
     "learn2learn": ("learn2learn", _learn2learn),
     "torch.func loop": (None, _torch_func),
 }
+# How to get each peer's module: the peers extra installs higher; learn2learn cannot be installed beside numpy 2.
+INSTALL = {"higher": "pip install -e '.[peers]'",
+           "learn2learn": "it needs numpy < 2 and, on Python >= 3.11, a manual build: install it in a separate "
+                          "environment as docs/speed.md describes"}
+
+
+def not_installed(module: str) -> str:
+    """'<module> is not installed (how to get it)'."""
+    return f"{module} is not installed ({INSTALL[module]})"
 
 
 class PeerStep:

@@ -9,7 +9,8 @@ alternating order.
 
     python -m bench.benchmarks.peers [--configs all|name,...] [--reps 5] [--test-episodes 12] [--out results/peers.json]
 
-Install the peers with `pip install -e ".[peers]"` (learn2learn: see the README)."""
+Install `higher` with `pip install -e ".[peers]"`; learn2learn needs numpy < 2 (a separate environment:
+docs/speed.md)."""
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ from bench.core.noise import EpisodeNoise
 from bench.execution.cpu import CpuExecutor, pool_size
 from bench.data.episodes import EpisodeSampler, Episodes, FixedEpisodes
 from bench.core.evaluate import adapt_and_score
-from bench.benchmarks.peer_models import PEERS, PeerConv4, PeerStep
+from bench.benchmarks.peer_models import PEERS, PeerConv4, PeerStep, not_installed
 from bench.store.protocol import load_protocol
 from bench.benchmarks.report import write_report
 from bench.benchmarks.timing import PeakMemory
@@ -82,7 +83,7 @@ def available_peers() -> tuple[list[str], list[str]]:
         if module is None or importlib.util.find_spec(module) is not None:
             names.append(name)
         else:
-            notes.append(f"{name}: not installed (pip install -e '.[peers]'), skipped")
+            notes.append(f"{name}: {not_installed(module)}, skipped")
     return names, notes
 
 

@@ -15,12 +15,14 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from bench.util.notice import Notice
+
 SPLIT_ORDER = ("train", "val", "test")
 Place = tuple[str, str, int]                   # (split, class name, index in the class)
 
 
-class DataHygieneWarning(UserWarning):
-    """A dataset holds identical images in more than one place."""
+class DataHygieneWarning(Notice):
+    """A dataset holds identical images in more than one place (one 'notice: ...' line on stderr)."""
 
 
 _reported: set[str] = set()

@@ -3,11 +3,14 @@ function and results folder either way, with a progress display of cells done / 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
+from tqdm import tqdm as plain_tqdm
 from tqdm.auto import tqdm
 
 from bench.util.devices import check_device
@@ -36,6 +39,15 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _run_in_worker(cell: dict, options: RunOptions, device: str) -> dict:
+    """run_cell in a joblib worker. Ctrl-C reaches the whole process group: the worker ignores it, and the parent,
+    interrupted, kills the workers. So tqdm gets a thread lock, not its default multiprocessing one: a named semaphore
+    that a killed worker leaves behind ("leaked semaphore objects" at exit); the workers show no bars anyway."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    plain_tqdm.set_lock(threading.RLock())
+    return run_cell(cell, options, device)
+
+
 def _local(cells: list[dict], options: RunOptions, devices: list[str]) -> Iterator[dict]:
     from joblib import Parallel, delayed
     if len(devices) == 1:                       # one worker: in this process, with each cell's own progress
@@ -43,7 +55,7 @@ def _local(cells: list[dict], options: RunOptions, devices: list[str]) -> Iterat
             yield run_cell(cell, options, devices[0])
         return
     quiet = replace(options, progress="lines" if options.progress == "lines" else "none")
-    jobs = [delayed(run_cell)(cell, quiet, devices[i % len(devices)]) for i, cell in enumerate(cells)]
+    jobs = [delayed(_run_in_worker)(cell, quiet, devices[i % len(devices)]) for i, cell in enumerate(cells)]
     yield from Parallel(n_jobs=len(devices), return_as="generator_unordered")(jobs)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.runner.arguments import LOG_CHOICES, check_arguments
+from bench.store.protocol import preset_names
 from bench.util.errors import UserError
 
 
@@ -31,7 +32,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     ap.add_argument("--regularizers", action="append", default=[], metavar="FILE.py",
                     help="load your own regularizers from this Python file (runs it; repeatable; "
                          "docs/regularizers.md) (default: none)")
-    ap.add_argument("--preset", default="paper", help="paper (full protocol), smoke (tiny, synthetic), release")
+    ap.add_argument("--preset", default="paper",
+                    help=f"one of configs/presets/: {', '.join(preset_names())} (what each changes: "
+                         "docs/reproduce.md)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (0..N-1)")
     ap.add_argument("--only", help="run only cells whose row id or cell name matches this glob (* ? [...]), e.g. "
                                    "'vib*'; no match is an error (default: every cell)")

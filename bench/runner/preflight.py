@@ -1,5 +1,6 @@
 """Checks made before the first cell of a sweep starts (also by --dry-run): the results folder can be written,
-every table row names a regularizer and hyper-parameters that exist, the data the cells need is there."""
+every table row names a regularizer and hyper-parameters that exist, the data the cells need is there (and a
+--data-root that no cell reads is pointed out)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from bench.data.registry import check_data, split_shape
 from bench.util.errors import UserError
+from bench.util.notice import note
 from regularizers import build_regularizer
 
 RESULT_FOLDERS = ("cells", "checkpoints", "locks", "tables", "tensorboard")
@@ -56,6 +58,15 @@ def check_data_for(cells: list[dict], data_root: str | None) -> None:
         problem = shape_problem(cell["protocol"])
         if problem:
             raise UserError(f"cell {cell['name']}: {problem}")
+
+
+def note_unused_data_root(cells: list[dict], data_root: str | None) -> None:
+    """One notice line when --data-root is given but no selected cell reads real data (all synthetic); a
+    $META_DROPOUT_DATA that stands for every run gets none."""
+    if not data_root or not cells or any(cell["protocol"]["dataset"] != "synthetic" for cell in cells):
+        return
+    presets = ", ".join(sorted({cell["preset"] for cell in cells}))
+    note(f"--data-root {data_root} is not used: the selected cells run on synthetic data (preset {presets})")
 
 
 def shape_problem(protocol: dict) -> str | None:

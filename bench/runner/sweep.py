@@ -20,7 +20,7 @@ from bench.util.errors import DiskFull, UserError
 from bench.util.paths import is_table_file
 from bench.runner.estimate import Estimate, calibrate, human, reference_calibration
 from bench.runner.backends import execute, local_devices
-from bench.runner.preflight import check_data_for, check_results_folder, check_rows
+from bench.runner.preflight import check_data_for, check_results_folder, check_rows, note_unused_data_root
 from bench.store.collect import write_frames
 from bench.store.protocol import identity, parse_overrides
 from bench.store.results import ResultStore
@@ -229,6 +229,7 @@ def sweep(args: argparse.Namespace) -> int:
     runs = bool(todo) and not args.render_only and not args.dry_run
     if not args.render_only:
         check_data_for(todo, args.data_root)
+    note_unused_data_root(cells, args.data_root)
     if args.dry_run:
         dry_run(cells, states, _estimate(args, todo, kind))
         return 0

@@ -4,6 +4,8 @@ meta-dropout cell; applied to perturbed layer-3 features (noise drawn as in the 
 learned noise does to an image. Originals, reconstructions and perturbed reconstructions of test images."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -134,7 +136,7 @@ def render(fig_def: dict, results: list[dict], ctx: FigureContext) -> Figure:
     def compute() -> dict[str, np.ndarray]:
         experiment = load_trained(result, ctx.store.checkpoint_path(result["name"]), ctx.data_root, ctx.device)
         return decoder_data(experiment.learner, experiment.train_bank, experiment.test_bank, settings,
-                            fig_def["seed"], progress=True)
+                            fig_def["seed"], progress=sys.stderr.isatty())     # a bar on a terminal only
 
     data = ctx.cached(key, compute)
     rows = [("original", data["original"]), ("reconstruction", data["reconstruction"])] + [

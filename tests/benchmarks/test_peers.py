@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.core.meta_gradient import meta_gradients
-from bench.benchmarks.peer_models import PEERS, PeerStep
+from bench.benchmarks.peer_models import INSTALL, PEERS, PeerStep, not_installed
 from tests.meta_gradcheck import tiny_episodes, tiny_learner
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _noise(learner, episodes):
@@ -25,7 +29,7 @@ def _noise(learner, episodes):
 def test_peer_meta_gradients_equal_the_suite(peer, regularizer):
     module = PEERS[peer][0]
     if module and importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed (pip install -e '.[peers]')")
+        pytest.skip(not_installed(module))
     learner, episodes = tiny_learner(regularizer), tiny_episodes()
     state = learner.noise_generator.get_state()
     _, _, grads = meta_gradients(learner, episodes, "reference")
@@ -38,6 +42,17 @@ def test_peer_meta_gradients_equal_the_suite(peer, regularizer):
     assert set(got) == set(expected)
     for name, g in got.items():
         torch.testing.assert_close(g, expected[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_install_hints_say_what_the_peers_extra_installs():
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11 reads TOML")
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["peers"]
+    modules = {module for module, _ in PEERS.values() if module}
+    assert set(INSTALL) == modules
+    for module in modules:
+        in_extra = any(re.match(rf"{module}\b", dep) for dep in extra)
+        assert ("'.[peers]'" in not_installed(module)) == in_extra, module
+    assert "numpy < 2" in not_installed("learn2learn")
 
 
 def test_driver_writes_its_table(tmp_path, monkeypatch):

@@ -4,7 +4,10 @@ release preset per row, cross-split duplicates (on the real data), and the `choi
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from regularizers import build_regularizer
 from run_all import main
 from tests.meta_gradcheck import TINY, meta_gradients, tiny_episodes, tiny_learner
 
+REPO = Path(__file__).resolve().parents[2]
 RGB = BackboneSpec(in_channels=3, image_size=16, channels=4, ways=3)
 
 
@@ -328,6 +332,18 @@ def test_duplicates_are_reported_once_and_recorded_in_the_cell_json(omniglot_roo
     record = json.loads(ResultStore(tmp_path).result_path("omniglot-duplicates").read_text())["data"]["duplicates"]
     assert record["dropped"] == {"train": 0, "test": 12} and len(record["cross_split"]) == 12
     assert record["drop_cross_split_duplicates"] is True
+
+
+def test_duplicates_are_one_notice_line_on_stderr(omniglot_root):
+    load = ("from bench.data.registry import load_bank\n"
+            "for split in ('train', 'test', 'train'):\n"
+            f"    load_bank('omniglot', split, {str(omniglot_root)!r}, download_missing=False)\n")
+    run = subprocess.run([sys.executable, "-c", load], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("notice: omniglot: 12 groups of identical images"), run.stderr
+    assert "registry.py" not in run.stderr and "DataHygieneWarning" not in run.stderr
 
 
 # --- the choices table ---------------------------------------------------------------------------------------

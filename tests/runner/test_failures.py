@@ -16,8 +16,9 @@ import torch
 from bench.api import Experiment
 from bench.runner.cells import expand
 from bench.data.cache import cached_arrays
+from bench.data.duplicates import DataHygieneWarning
 from bench.data.registry import DATASETS
-from bench.util.notice import RepairWarning
+from bench.util.notice import Notice, RepairWarning
 from bench.util.errors import UserError
 from bench.store.protocol import ALLOWED, FIELDS, Protocol, load_protocol, parse_overrides
 from bench.store.results import ResultStore
@@ -108,6 +109,13 @@ def test_cache_without_a_checksum_is_rebuilt(tmp_path: Path) -> None:
 def test_repair_warnings_print_as_one_line() -> None:
     text = warnings.formatwarning("cache x is corrupt; rebuilding it", RepairWarning, "f.py", 3, "line")
     assert text == "warning: cache x is corrupt; rebuilding it\n"
+
+
+def test_notices_print_as_one_line() -> None:
+    assert warnings.formatwarning("omniglot: 12 groups", DataHygieneWarning, "registry.py", 85,
+                                  "return loader(...)") == "notice: omniglot: 12 groups\n"
+    assert warnings.formatwarning("--data-root /x is not used", Notice, "f.py", 3, "line") == \
+        "notice: --data-root /x is not used\n"
 
 
 # 2. Every protocol setting has a declared range, checked before any cell starts.

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from bench.util.errors import UserError
 from bench.runner.estimate import REGULARIZER_COST, calibrate, gpu_estimates, reference_calibration
+from bench.runner.preflight import note_unused_data_root
 from bench.runner.cells import expand
 from bench.store.results import ResultStore
+from bench.util.notice import Notice
 from run_all import main, parse_args
 from tables import load_table_def, render_latex, render_markdown
 from tables.figures.fig5_robustness import robustness_figure
@@ -146,6 +149,19 @@ def test_missing_mini_imagenet_split_is_named(tmp_path: Path, capsys) -> None:
     assert "no miniImageNet train/test data under" in err
 
 
+def test_a_data_root_no_cell_reads_is_pointed_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.runner.sweep.calibrate", lambda cells, device, threads: reference_calibration("cpu"))
+    smoke = ["--table", "1", "--preset", "smoke", "--dry-run", "--results", str(tmp_path / "results")]
+    nowhere = tmp_path / "nowhere"
+    with pytest.warns(Notice, match=rf"^--data-root {re.escape(str(nowhere))} is not used: the selected cells run "
+                                    r"on synthetic data \(preset smoke\)$"):
+        assert main(smoke + ["--data-root", str(nowhere)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Notice)
+        assert main(smoke) == 0                                  # $META_DROPOUT_DATA stands for every run: silent
+        note_unused_data_root(expand(["table1"], "paper", 1, {}), str(nowhere))        # real data: read
+
+
 # 6. Logs, --help, a quick answer.
 
 def test_a_log_gets_plain_lines(tmp_path: Path) -> None:
@@ -168,6 +184,15 @@ def test_help_shows_every_default() -> None:
     assert len(flags) > 10 and set(flags) == set(entries)
     for flag in flags:
         assert "default:" in entries[flag], flag
+
+
+def test_help_lists_every_preset_file(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")                         # one line per flag: no name is wrapped
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    preset_help = next(line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("--preset"))
+    presets = sorted(path.stem for path in (REPO / "configs" / "presets").glob("*.yaml"))
+    assert "cpu_study" in presets and all(name in preset_help for name in presets), preset_help
 
 
 def test_a_wrong_table_is_answered_before_torch_is_imported() -> None:

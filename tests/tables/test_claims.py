@@ -192,7 +192,7 @@ def test_the_paper_claims_config_is_valid_and_quotes_the_paper():
     assert robustness["norms"] == ["linf"]
     assert all("margin_reason" in c for c in compared_claims(config) if c["expect"] == "not_greater")
     if not PAPER.exists():
-        pytest.skip("the paper's text is not in this checkout (shared/paper/meta-dropout.txt beside it)")
+        pytest.skip(f"needs the paper's text as plain text at {PAPER} (not shipped with the suite)")
     text = re.sub(r"\s+", " ", PAPER.read_text(encoding="utf-8"))
     for claim in config["claims"]:
         for fragment in claim["source"]:

@@ -3,8 +3,11 @@ error falling with training, labelled axes and legends (matplotlib objects), the
 the attack in pixel units on real miniImageNet images."""
 from __future__ import annotations
 
+import io
+import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -151,6 +154,31 @@ def test_every_panel_has_labelled_axes_and_a_legend(figure_run: Path, name: str,
 def test_fig6_caption_reports_the_reconstruction_error(figure_run: Path):
     text = " ".join(_figure("fig6", figure_run)._suptitle.get_text().split())
     assert "held-out reconstruction error" in text and "before training" in text
+
+
+def test_fig6_shows_its_decoder_bar_on_a_terminal_only(figure_run: Path, monkeypatch: pytest.MonkeyPatch):
+    """Like the runner's bars: none in a log (stderr not a terminal)."""
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    class Recorded(Exception):
+        """The decoder's settings are recorded: nothing to train."""
+
+    shown = []
+
+    def record(*args, progress: bool = False, **kwargs):
+        shown.append(progress)
+        raise Recorded
+    monkeypatch.setattr(FigureContext, "cached", lambda self, key, compute: compute())
+    monkeypatch.setattr(fig6_decoder, "load_trained", lambda *args: SimpleNamespace(
+        learner=None, train_bank=None, test_bank=None))
+    monkeypatch.setattr(fig6_decoder, "decoder_data", record)
+    for stderr in (io.StringIO(), Terminal()):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        with pytest.raises(Recorded):
+            _figure("fig6", figure_run)
+    assert shown == [False, True]
 
 
 def test_figures_reuse_their_computed_data(figure_run: Path, monkeypatch: pytest.MonkeyPatch):

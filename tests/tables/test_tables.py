@@ -127,7 +127,7 @@ TABLE1_PAPER_ORDER = ["meta_lstm", "matching_nets", "protonets", "protonets_high
                                             ("table3", "(MAML+)", "Table 3:")])
 def test_paper_numbers_match_the_paper_text(name: str, start: str, end: str) -> None:
     if not PAPER_TEXT.is_file():
-        pytest.skip(f"paper text not found at {PAPER_TEXT}")
+        pytest.skip(f"needs the paper's text as plain text at {PAPER_TEXT} (not shipped with the suite)")
     table_def = load_table_def(name)
     stored = {**paper_runs(name), **{row["id"]: row["cells"] for row in cited_rows(name)}}
     order = TABLE1_PAPER_ORDER if name == "table1" else [row["id"] for row in table_def["rows"] if row["id"] in stored]
