@@ -227,6 +227,10 @@ def sweep(args: argparse.Namespace) -> int:
     states = {c["name"]: store.state(c, args.retry_failed) for c in cells}
     todo = [c for c in cells if states[c["name"]] == "todo"]
     runs = bool(todo) and not args.render_only and not args.dry_run
+    if runs and args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
+        left = _estimate(args, todo, kind).text(todo)     # asked before the data is looked for: it needs none
+        raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take {left}; use --preset "
+                        "smoke, a GPU, --backend ray, or --yes")
     if not args.render_only:
         check_data_for(todo, args.data_root)
     note_unused_data_root(cells, args.data_root)
@@ -235,10 +239,7 @@ def sweep(args: argparse.Namespace) -> int:
         return 0
     statuses = []
     if runs:
-        estimate = _estimate(args, todo, kind)
-        if args.preset != "smoke" and not has_gpu and args.backend == "local" and not args.yes:
-            raise UserError(f"no GPU: the {len(todo)} cells of preset '{args.preset}' would take "
-                            f"{estimate.text(todo)}; use --preset smoke, a GPU, --backend ray, or --yes")
+        estimate = _estimate(args, todo, kind)        # the refusal's figure: the calibration is kept a day
         print(f"{len(cells)} cells: {_count(states, 'done')} done, {_count(states, 'failed')} failed before, "
               f"{len(todo)} to run ({estimate.text(todo)})", file=sys.stderr)
         try:

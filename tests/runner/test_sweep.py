@@ -148,8 +148,11 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
 
 def test_paper_preset_without_gpu_asks_first(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert main(["--table", "1", "--preset", "paper", "--results", str(tmp_path)]) == 2
-    assert "--preset smoke" in capsys.readouterr().err
+    monkeypatch.setattr("bench.runner.sweep.calibrate", lambda cells, device, threads: reference_calibration("cpu"))
+    assert main(["--table", "1", "--preset", "paper", "--data-root", str(tmp_path / "none"),
+                 "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err                                   # asked before the data is looked for
+    assert "--preset smoke" in err and "one NVIDIA H100 80GB HBM3: about" in err
 
 
 def test_two_runs_sharing_a_folder_split_the_cells(tmp_path):
