@@ -117,6 +117,11 @@ def plot_curves(table_def: dict, results: list[dict], comparisons: list[Comparis
     return save_figure(fig, out_dir, table_def["name"])
 
 
+def _seeds_text(count: int, kind: str = "") -> str:
+    """' (3 seeds)' after a row's label, or nothing for a row without results."""
+    return f" ({count} {kind}seed{'s' if count > 1 else ''})" if count else ""
+
+
 def render_curves_markdown(table_def: dict, results: list[dict], comparisons: list[Comparison]) -> str:
     """curves.md: per column, accuracy ± CI of every row and the paired difference to the reference at each
     iteration, then the notes."""
@@ -131,9 +136,11 @@ def render_curves_markdown(table_def: dict, results: list[dict], comparisons: li
         diffs = {(c.row, c.metric[1]): c for c in comparisons if c.column == column}
         compared = [r for r in rows if any(key[0] == r["id"] for key in diffs)]
         iterations = sorted({it for curve in curves.values() for it in curve})
-        headers = (["Iterations"] + [row_label(table_def, r["id"]) for r in rows]
+        seeds = {r["id"]: max((k for _, k in curves[r["id"]].values()), default=0) for r in rows}
+        paired = {r["id"]: max(len(c.seeds) for key, c in diffs.items() if key[0] == r["id"]) for r in compared}
+        headers = (["Iterations"] + [row_label(table_def, r["id"]) + _seeds_text(seeds[r["id"]]) for r in rows]
                    + [f"Δ {row_label(table_def, r['id'])} − {row_label(table_def, reference_of(table_def, r))}"
-                      for r in compared])
+                      + _seeds_text(paired[r["id"]], "paired ") for r in compared])
         out += [f"**{header_text(table_def, column)}**", "", "| " + " | ".join(headers) + " |",
                 "|" + "|".join(["--:"] * len(headers)) + "|"]
         for it in iterations:

@@ -139,6 +139,7 @@ def test_table_curves_on_the_smoke_preset(tmp_path):
         assert len({p["episodes"]["fingerprint"] for p in result["test_curve"]}) == 1
         assert f"{result['test']['mean']:.2f} ± {result['test']['ci95']:.2f}" in final
     assert "Holm p" in final
+    assert "| Iterations | MAML (1 seed) |" in markdown and "− MAML (1 paired seed) |" in markdown
 
 
 def test_a_cell_resumed_at_its_end_has_no_time_per_iteration(tmp_path):

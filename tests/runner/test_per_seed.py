@@ -19,6 +19,7 @@ def test_per_seed_breakdown_of_two_smoke_seeds(tmp_path: Path, capsys) -> None:
         assert e["status"] == "ok" and e["low"] <= e["diff"] <= e["high"] and e["episodes"] == 20
         assert abs(sum(e["won_tied_lost_pct"]) - 100) < 1e-6
     assert [d["down"] for d in written["drops"]] == [d["after"] < d["before"] for d in written["drops"]]
+    assert "| MAML (2 seeds) |" in (tmp_path / "tables" / "curves.md").read_text()   # the seeds behind each row
     markdown = (tmp_path / "tables" / "curves_per_seed.md").read_text()
     assert "of 2 seeds" in markdown and markdown in capsys.readouterr().out
 
