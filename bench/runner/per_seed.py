@@ -1,6 +1,7 @@
 """Seed by seed, a learning-curve table's row against its reference: at every evaluated iteration each seed's
 accuracies and its episode-level paired difference (mean ± 95% CI, Wilcoxon p), and between two iterations how
-many seeds of the reference went down. The tables show the mean over seeds; this shows whether seeds agree.
+many seeds of the reference went down (every seed of it, paired or not). The tables show the mean over seeds;
+this shows whether the seeds agree.
 
     python -m bench.runner.per_seed --results DIR [--table curves --row meta_dropout --versus maml
                                              --column omniglot_20w1s --drop-between 2000 4000]
@@ -52,12 +53,16 @@ def per_seed(results: list[dict], table: str, row: str, versus: str, column: str
     return out
 
 
-def drops(entries: list[dict], before: int, after: int) -> list[dict]:
-    """Per seed, the reference's accuracy at `before` and `after` and whether it went down."""
-    at = {(e["seed"], e["iteration"]): e["versus"] for e in entries}
-    seeds = sorted({e["seed"] for e in entries})
-    return [{"seed": s, "before": at[(s, before)], "after": at[(s, after)], "down": at[(s, after)] < at[(s, before)]}
-            for s in seeds if (s, before) in at and (s, after) in at]
+def drops(results: list[dict], table: str, versus: str, column: str, before: int, after: int) -> list[dict]:
+    """Per seed of the reference row (paired or not), its accuracy at `before` and `after` and whether it went
+    down."""
+    refs = _by_seed(results_by_cell(load_table_def(table), results).get((versus, column), []))
+    out = []
+    for seed, record in sorted(refs.items()):
+        at_before, at_after = _accuracy(record, before), _accuracy(record, after)
+        if at_before is not None and at_after is not None:
+            out.append({"seed": seed, "before": at_before, "after": at_after, "down": at_after < at_before})
+    return out
 
 
 def render(entries: list[dict], went_down: list[dict], row: str, versus: str, column: str, before: int,
@@ -95,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = ResultStore(args.results)
         results = placed_results(store, expand([args.table], args.preset, 1, {}))
-        entries = per_seed([r for r in results if r["table"] == args.table], args.table, args.row, args.versus,
-                           args.column)
+        placed = [r for r in results if r["table"] == args.table]
+        entries = per_seed(placed, args.table, args.row, args.versus, args.column)
         if not entries:
             raise UserError(f"no finished pair of {args.row} and {args.versus} in {args.column} in {args.results}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    went_down = drops(entries, *args.drop_between)
+    went_down = drops(placed, args.table, args.versus, args.column, *args.drop_between)
     markdown = render(entries, went_down, args.row, args.versus, args.column, *args.drop_between)
     out = Path(args.results) / "tables" / f"{args.table}_per_seed"
     write_text_atomic(out.with_suffix(".md"), markdown)
