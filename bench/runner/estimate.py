@@ -63,6 +63,13 @@ def relative_cost(cell: dict) -> float:
     return REGULARIZER_COST.get(cell["regularizer"], 1.0)
 
 
+def meta_test_passes(cell: dict) -> float:
+    """The cell's meta-test work in clean meta-tests: its attacks and its learning-curve points included."""
+    p = cell["protocol"]
+    attacks = 1 + ATTACK_COST * sum(len(sizes) for sizes in (cell.get("attacks") or {}).values())
+    return attacks * (1 + len([i for i in p.get("eval_at", []) if i < p["iterations"]]))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Seconds = fixed + per_work x work, for a meta-train step and for a meta-test episode (regularizer none)."""
@@ -71,7 +78,7 @@ class Calibration:
     step_per_work: float
     episode_fixed: float
     episode_per_work: float
-    source: str                   # "measured <when> on <what>" or "reference figures"
+    source: str                   # "measured on this machine (<device>)" or "reference figures"
 
     def cell_seconds(self, cell: dict) -> float:
         """Estimated seconds of one cell: training, meta-test (with its attacks and learning-curve points),
@@ -79,9 +86,7 @@ class Calibration:
         p, cost = cell["protocol"], relative_cost(cell)
         step = cost * (self.step_fixed + self.step_per_work * step_work(p))
         episode = cost * (self.episode_fixed + self.episode_per_work * episode_work(p))
-        attacks = 1 + ATTACK_COST * sum(len(sizes) for sizes in (cell.get("attacks") or {}).values())
-        evaluations = 1 + len([i for i in p.get("eval_at", []) if i < p["iterations"]])
-        return step * p["iterations"] + episode * p["test_episodes"] * attacks * evaluations + OVERHEAD_PER_CELL
+        return step * p["iterations"] + episode * p["test_episodes"] * meta_test_passes(cell) + OVERHEAD_PER_CELL
 
 
 def reference_calibration(kind: str) -> Calibration:
@@ -216,9 +221,7 @@ def _gpu_cell_seconds(cell: dict, protocols: dict) -> float | None:
         test = (entry.get("meta_test") or {}).get("seconds")
         if step and test and all(ran.get(k) == p.get(k) for k in GPU_SHAPE) and ran.get("mc_test") == p["mc_test"]:
             scale = relative_cost(cell) / REGULARIZER_COST["meta_dropout"]
-            attacks = 1 + ATTACK_COST * sum(len(sizes) for sizes in (cell.get("attacks") or {}).values())
-            evaluations = 1 + len([i for i in p.get("eval_at", []) if i < p["iterations"]])
-            episodes = test / ran["test_episodes"] * p["test_episodes"] * attacks * evaluations
+            episodes = test / ran["test_episodes"] * p["test_episodes"] * meta_test_passes(cell)
             return scale * (step / 1000 * p["iterations"] + episodes) + OVERHEAD_PER_CELL
     return None
 
