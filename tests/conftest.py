@@ -8,6 +8,7 @@ import pytest
 
 from bench.ops import kernels as ops
 from bench.util.paths import DATA_ROOT_ENV
+from regularizers import FILES_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,3 +55,12 @@ def cpu_kernels_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CPU kernels of bench/ops/kernels.py also for the tests' small inputs (in use they start at
     ops.FAST_MIN_POSITIONS), so that the gradient checks cover them."""
     monkeypatch.setattr(ops, "FAST_MIN_POSITIONS", 0)
+
+
+@pytest.fixture(autouse=True)
+def no_regularizer_file_leaks_to_later_tests():
+    """A test that loads a researcher's regularizer file (which exports it for task processes) leaves the
+    environment as it found it; otherwise later tests' subprocesses would load that file too."""
+    before = os.environ.get(FILES_ENV)
+    yield
+    assert os.environ.get(FILES_ENV) == before, f"{FILES_ENV} left set to {os.environ.get(FILES_ENV)!r}"

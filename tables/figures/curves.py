@@ -86,8 +86,11 @@ def _plot_column(axes, table_def: dict, grouped: dict, comparisons: list[Compari
                                 color=f"C{index}", alpha=0.2, linewidth=0)
     bottom.axhline(0.0, color="black", linewidth=0.8)
     for ax in axes:
-        if _log_x(every):
+        if _log_x(every):                   # ticks at the evaluated iterations, labelled as run (not 2^9 for 500)
             ax.set_xscale("log", base=2)
+            ticks = sorted(set(every))
+            ax.set_xticks(ticks, labels=[f"{tick:,}" for tick in ticks])
+            ax.minorticks_off()
         ax.set_xlabel("meta-training iterations")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -125,9 +125,15 @@ def test_bad_eval_at_is_one_clear_error():
         load_protocol("omniglot_20w1s", "smoke", {"eval_at": 5})
 
 
-def test_table_curves_on_the_smoke_preset(tmp_path):
+def test_table_curves_on_the_smoke_preset(tmp_path, monkeypatch):
     from run_all import main
+    import tables.figures.curves as curves_figure
+    figures, save = [], curves_figure.save_figure
+    monkeypatch.setattr(curves_figure, "save_figure", lambda fig, *args: figures.append(fig) or save(fig, *args))
     assert main(["--table", "curves", "--preset", "smoke", "--device", "cpu", "--results", str(tmp_path)]) == 0
+    for ax in figures[0].axes:                      # a log axis ticked at the iterations evaluated, as numbers
+        assert ax.get_xscale() == "log" and list(ax.get_xticks()) == [2, 4, 8]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "8"]
     tables = tmp_path / "tables"
     assert all((tables / f"curves.{ext}").stat().st_size > 0 for ext in ("png", "pdf", "md"))
     markdown = (tables / "curves.md").read_text()

@@ -122,9 +122,10 @@ def test_a_table_file_is_checked_before_any_cell(tmp_path: Path, name: str, row:
 
 @pytest.fixture
 def loaded_channel_noise(own_files: Path, monkeypatch: pytest.MonkeyPatch):
-    """The docs' regularizer loaded in this process; the registry, the file list and the modules restored after."""
+    """The docs' regularizer loaded in this process; the registry, the file list, the modules and the
+    environment restored after."""
     registry, from_files, modules = dict(REGISTRY), dict(regularizers.FROM_FILES), set(sys.modules)
-    monkeypatch.delenv(regularizers.FILES_ENV, raising=False)
+    monkeypatch.setenv(regularizers.FILES_ENV, "")         # recorded, so the file it exports is unset after
     names = regularizers.load_regularizer_file(own_files / "channel_noise.py")
     yield names
     for table in (REGISTRY, regularizers.FROM_FILES):
