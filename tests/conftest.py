@@ -5,12 +5,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.ops import kernels as ops
 from bench.util.paths import DATA_ROOT_ENV
 from regularizers import FILES_ENV
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):   # pytest -n N (the README's command): one torch thread per test process,
+    torch.set_num_threads(1)                # so N processes share N cores instead of competing for them
 
 
 def _shared_data() -> Path:
